@@ -1,0 +1,145 @@
+"""Experiment configs: ``experiments/{name}/config.toml`` names one model and how to run it.
+
+Example ``config.toml``::
+
+    model = "gemma-3-270m"   # an embedded name, a Hugging Face id (org/name) or a local folder
+    dtype = "auto"           # auto | float32 | bfloat16 | float16  (auto: float32 on CPU, bf16 on GPU)
+    device = "auto"          # auto | cpu | cuda | cuda:N | mps   (auto: cuda when present)
+    # device_map = "auto"    # accelerate placement for models larger than one GPU
+    # chat_template = true   # default: use the tokenizer's template when it has one
+    # layers = [4, 6, 8]     # default: every layer
+    # layers_path = "model.layers"   # only for architectures traitvec does not know
+
+Every output of an experiment goes under ``experiments/{name}/``. Unknown keys are an error that
+lists the valid ones.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from .errors import ConfigError, ExperimentNotFoundError
+
+__all__ = ["ExperimentConfig", "load_experiment", "list_experiments", "DEFAULT_EXPERIMENTS_ROOT"]
+
+DEFAULT_EXPERIMENTS_ROOT = "experiments"
+Dtype = Literal["auto", "float32", "bfloat16", "float16"]
+_DTYPES = ("auto", "float32", "bfloat16", "float16")
+_DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """One model and how to run it.
+
+    Attributes:
+        name: the experiment's folder name.
+        path: the experiment's folder; every output goes beneath it.
+        model: an embedded model name, a Hugging Face id or a local folder.
+        dtype: weights dtype; ``auto`` is float32 on CPU and bfloat16 (or float16) on GPU.
+        device: ``auto`` (cuda when present, else cpu), ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
+        device_map: accelerate placement (``"auto"``, ``"balanced"``, …) for models larger than one GPU.
+        chat_template: use the tokenizer's chat template; ``None`` means when it has one.
+        layers: layers to extract and steer (0-based decoder layers); ``None`` means all.
+        layers_path: attribute path of the decoder-layer list, for unknown architectures.
+        revision: a Hugging Face revision (branch, tag or commit) for hub models.
+        max_batch_tokens: token budget of one capture batch (padded tokens).
+    """
+
+    name: str
+    path: Path
+    model: str
+    dtype: Dtype = "auto"
+    device: str = "auto"
+    device_map: str | None = None
+    chat_template: bool | None = None
+    layers: tuple[int, ...] | None = None
+    layers_path: str | None = None
+    revision: str | None = None
+    max_batch_tokens: int = 4096
+
+    def __post_init__(self) -> None:
+        where = self.path / "config.toml"
+        if not isinstance(self.model, str) or not self.model.strip():
+            raise ConfigError(f'{where}: "model" must be a non-empty string (an embedded name, hub id or path)')
+        if self.dtype not in _DTYPES:
+            raise ConfigError(f'{where}: dtype = {self.dtype!r} is not one of {", ".join(_DTYPES)}')
+        if not isinstance(self.device, str) or not _DEVICE.match(self.device):
+            raise ConfigError(f"{where}: device = {self.device!r}; use auto, cpu, cuda, cuda:N or mps")
+        if self.device_map is not None and not isinstance(self.device_map, str):
+            raise ConfigError(f'{where}: device_map must be a string such as "auto"')
+        if self.chat_template is not None and not isinstance(self.chat_template, bool):
+            raise ConfigError(f"{where}: chat_template = {self.chat_template!r}; use true or false")
+        if self.layers is not None:
+            if not self.layers or not all(isinstance(i, int) and not isinstance(i, bool) for i in self.layers):
+                raise ConfigError(f"{where}: layers = {list(self.layers)!r}; use a non-empty list of integers")
+            if any(i < 0 for i in self.layers):
+                raise ConfigError(f"{where}: layers = {list(self.layers)!r}; layer indices are 0-based and >= 0")
+        if self.layers_path is not None and not isinstance(self.layers_path, str):
+            raise ConfigError(f'{where}: layers_path must be a dotted attribute path such as "model.layers"')
+        if not isinstance(self.max_batch_tokens, int) or self.max_batch_tokens < 16:
+            raise ConfigError(f"{where}: max_batch_tokens = {self.max_batch_tokens!r}; use an integer >= 16")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The resolved config as plain data (written beside every run's outputs)."""
+        data = dataclasses.asdict(self)
+        data["path"] = str(self.path)
+        if self.layers is not None:
+            data["layers"] = list(self.layers)
+        return data
+
+
+_VALID_KEYS = tuple(f.name for f in dataclasses.fields(ExperimentConfig) if f.name not in ("name", "path"))
+
+
+def load_experiment(name: str, root: str | os.PathLike[str] = DEFAULT_EXPERIMENTS_ROOT) -> ExperimentConfig:
+    """Read and validate ``{root}/{name}/config.toml``.
+
+    Raises:
+        ExperimentNotFoundError: there is no such experiment.
+        ConfigError: the file is not valid TOML, has unknown keys or a bad value.
+
+    Example:
+        >>> config = load_experiment("gemma-3-270m")
+        >>> config.model
+        'gemma-3-270m'
+    """
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise ConfigError(f"experiment name {name!r} must be a plain folder name under {root} (letters, digits, ._-)")
+    folder = Path(root) / name
+    path = folder / "config.toml"
+    if not path.is_file():
+        known = list_experiments(root)
+        hint = f"; experiments there: {', '.join(known)}" if known else ""
+        raise ExperimentNotFoundError(f"no experiment {name!r}: {path} does not exist{hint}")
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8-sig"))
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{path}: invalid TOML ({err})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text; save it as UTF-8") from None
+    unknown = sorted(set(data) - set(_VALID_KEYS))
+    if unknown:
+        raise ConfigError(f"{path}: unknown key(s) {', '.join(unknown)}; valid keys are {', '.join(_VALID_KEYS)}")
+    if "model" not in data:
+        raise ConfigError(f'{path}: no "model" key; add model = "gemma-3-270m" (or a hub id or local path)')
+    if "layers" in data:
+        if not isinstance(data["layers"], list):
+            raise ConfigError(f"{path}: layers = {data['layers']!r}; use a list such as [4, 6, 8]")
+        data["layers"] = tuple(data["layers"])
+    return ExperimentConfig(name=name, path=folder, **data)
+
+
+def list_experiments(root: str | os.PathLike[str] = DEFAULT_EXPERIMENTS_ROOT) -> list[str]:
+    """Names of the folders under ``root`` that hold a ``config.toml``."""
+    base = Path(root)
+    if not base.is_dir():
+        return []
+    return sorted(p.parent.name for p in base.glob("*/config.toml"))
