@@ -15,7 +15,7 @@ from traitvec.models import LoadedModel, wrap_model
 
 CORPUS = [
     "The quick brown fox jumps over the lazy dog.",
-    "She said, \"I genuinely think this will work out because the data looks promising.\"",
+    'She said, "I genuinely think this will work out because the data looks promising."',
     "Our startup lost its biggest client last month, and I worried we could not recover.",
     "What are the main causes of species extinction? Habitat loss, climate change and disease.",
     "Question: How will the economy look next year?\nAnswer: Growth is expected to slow.",
@@ -30,8 +30,21 @@ CHAT_TEMPLATE = (
 )
 
 ARCHITECTURES = ("llama", "qwen2", "gemma", "gpt2")
-ALL_ARCHITECTURES = ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text", "gpt2",
-                     "gpt_neox", "phi", "phi3", "olmo", "olmo2")
+ALL_ARCHITECTURES = (
+    "llama",
+    "mistral",
+    "qwen2",
+    "qwen3",
+    "gemma",
+    "gemma2",
+    "gemma3_text",
+    "gpt2",
+    "gpt_neox",
+    "phi",
+    "phi3",
+    "olmo",
+    "olmo2",
+)
 
 
 @functools.cache
@@ -40,12 +53,17 @@ def _trained_tokenizer() -> Tokenizer:
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     specials = ["<pad>", "<bos>", "<eos>", "<|user|>", "<|assistant|>", "<|system|>", "<|end|>"]
-    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=specials,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=400,
+        special_tokens=specials,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
     tok.train_from_iterator(CORPUS, trainer)
     bos = tok.token_to_id("<bos>")
-    tok.post_processor = processors.TemplateProcessing(single="<bos> $A", pair="<bos> $A $B",
-                                                       special_tokens=[("<bos>", bos)])
+    tok.post_processor = processors.TemplateProcessing(
+        single="<bos> $A", pair="<bos> $A $B", special_tokens=[("<bos>", bos)]
+    )
     return tok
 
 
@@ -53,7 +71,9 @@ def make_tokenizer(chat: bool = False) -> PreTrainedTokenizerFast:
     """A byte-level BPE tokenizer (vocab 400) that prepends ``<bos>``; with a chat template on request."""
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=Tokenizer.from_str(_trained_tokenizer().to_str()),
-        bos_token="<bos>", eos_token="<eos>", pad_token="<pad>",
+        bos_token="<bos>",
+        eos_token="<eos>",
+        pad_token="<pad>",
         additional_special_tokens=["<|user|>", "<|assistant|>", "<|system|>", "<|end|>"],
     )
     if chat:
@@ -64,13 +84,29 @@ def make_tokenizer(chat: bool = False) -> PreTrainedTokenizerFast:
 def make_config(arch: str, *, layers: int = 3, hidden: int = 32, vocab: int = 400):
     """A tiny config of the given ``model_type``."""
     tok = make_tokenizer()
-    common = dict(vocab_size=vocab, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=4,
-                  intermediate_size=hidden * 2, max_position_embeddings=256,
-                  bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    common = dict(
+        vocab_size=vocab,
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        intermediate_size=hidden * 2,
+        max_position_embeddings=256,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+    )
     if arch == "gpt2":
-        return AutoConfig.for_model("gpt2", vocab_size=vocab, n_embd=hidden, n_layer=layers, n_head=4,
-                                    n_positions=256, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-                                    pad_token_id=tok.pad_token_id)
+        return AutoConfig.for_model(
+            "gpt2",
+            vocab_size=vocab,
+            n_embd=hidden,
+            n_layer=layers,
+            n_head=4,
+            n_positions=256,
+            bos_token_id=tok.bos_token_id,
+            eos_token_id=tok.eos_token_id,
+            pad_token_id=tok.pad_token_id,
+        )
     extra: dict = {}
     if arch in ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text", "phi3", "olmo", "olmo2"):
         extra["num_key_value_heads"] = 2
@@ -83,8 +119,15 @@ def make_config(arch: str, *, layers: int = 3, hidden: int = 32, vocab: int = 40
     return AutoConfig.for_model(arch, **common, **extra)
 
 
-def make_model(arch: str = "llama", *, layers: int = 3, hidden: int = 32, seed: int = 0, chat: bool = False,
-               dtype: torch.dtype = torch.float32) -> LoadedModel:
+def make_model(
+    arch: str = "llama",
+    *,
+    layers: int = 3,
+    hidden: int = 32,
+    seed: int = 0,
+    chat: bool = False,
+    dtype: torch.dtype = torch.float32,
+) -> LoadedModel:
     """A random-init tiny model of ``arch`` wrapped as a :class:`LoadedModel`."""
     torch.manual_seed(seed)
     config = make_config(arch, layers=layers, hidden=hidden)

@@ -38,16 +38,26 @@ def _command(name: str, help_: str, handler: str) -> Callable[[Callable[[argpars
 
 
 def _traits_root(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--traits-root", default="datasets/traits", metavar="R",
-                   help="folder of category/trait folders (default: datasets/traits)")
+    p.add_argument(
+        "--traits-root",
+        default="datasets/traits",
+        metavar="R",
+        help="folder of category/trait folders (default: datasets/traits)",
+    )
 
 
 def _experiments_root(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--experiments-root", default="experiments", metavar="DIR",
-                   help="folder of experiment folders (default: experiments)")
+    p.add_argument(
+        "--experiments-root",
+        default="experiments",
+        metavar="DIR",
+        help="folder of experiment folders (default: experiments)",
+    )
 
 
-@_command("traits", "validate trait folders and list them with pair and question counts", "traitvec.commands:cmd_traits")
+@_command(
+    "traits", "validate trait folders and list them with pair and question counts", "traitvec.commands:cmd_traits"
+)
 def _traits_args(p: argparse.ArgumentParser) -> None:
     _traits_root(p)
     p.add_argument("traits", nargs="*", metavar="cat/trait", help="traits to check (default: all under the root)")
@@ -55,8 +65,40 @@ def _traits_args(p: argparse.ArgumentParser) -> None:
 
 @_command("models", "list the embedded models, or prepare (convert and cache) them", "traitvec.commands:cmd_models")
 def _models_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--prepare", nargs="*", metavar="NAME",
-                   help="convert these embedded models now (default with no names: all)")
+    p.add_argument(
+        "--prepare", nargs="*", metavar="NAME", help="convert these embedded models now (default with no names: all)"
+    )
+
+
+@_command("audit", "audit trait datasets for label leaks, clustering and confounds", "traitvec.audit:main_audit")
+def _audit_args(p: argparse.ArgumentParser) -> None:
+    _traits_root(p)
+    p.add_argument("traits", nargs="*", metavar="cat/trait", help="traits to audit (default: all under the root)")
+    p.add_argument("--json", metavar="PATH", help="also write the full report as JSON to PATH")
+
+
+def judge_options(p: argparse.ArgumentParser) -> None:
+    """Options shared by every command that calls the judge. The API key is read from OPENAI_API_KEY only."""
+    g = p.add_argument_group("judge (the API key is read from OPENAI_API_KEY, never from a flag)")
+    g.add_argument("--judge-model", metavar="M", help="judge model (default: $TRAITVEC_JUDGE_MODEL or gpt-4.1-mini)")
+    g.add_argument("--judge-base-url", metavar="URL", help="OpenAI-compatible base URL (default: $OPENAI_BASE_URL)")
+    g.add_argument("--judge-concurrency", type=int, default=16, metavar="N", help="requests in flight (default 16)")
+    g.add_argument("--judge-cache", metavar="PATH", help="SQLite score cache (default: in traitvec's cache folder)")
+    g.add_argument(
+        "--local-judge",
+        metavar="MODEL",
+        help="score with this in-process model instead of an API (a smoke test, not a measurement); "
+        "used automatically, with smollm2-135m-instruct, when no API key or base URL is configured",
+    )
+
+
+@_command("judge", "score one answer with the judge (check a judge set-up)", "traitvec.judge:main_judge")
+def _judge_args(p: argparse.ArgumentParser) -> None:
+    _traits_root(p)
+    p.add_argument("--trait", required=True, metavar="cat/trait", help="trait whose rubric scores the answer")
+    p.add_argument("--question", required=True, help="the question the answer replies to")
+    p.add_argument("--answer", required=True, help="the answer to score")
+    judge_options(p)
 
 
 def build_parser() -> argparse.ArgumentParser:

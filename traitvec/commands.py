@@ -23,7 +23,9 @@ def cmd_traits(args: argparse.Namespace) -> int:
     """Validate and list traits; exit 2 when any is invalid."""
     names = args.traits or list_traits(args.traits_root)
     if not names:
-        raise ConfigError(f"no trait folders under {args.traits_root}; pass --traits-root or create category/trait folders")
+        raise ConfigError(
+            f"no trait folders under {args.traits_root}; pass --traits-root or create category/trait folders"
+        )
     rows, errors = [], []
     for name in names:
         try:
@@ -33,8 +35,15 @@ def cmd_traits(args: argparse.Namespace) -> int:
             rows.append([name, "-", "-", "-", "INVALID"])
             continue
         form = "jsonl (chat)" if trait.chat else "txt"
-        rows.append([name, str(trait.n_pairs), str(len(trait.questions)), form,
-                     "ok" if trait.definition else "ok (no definition.txt)"])
+        rows.append(
+            [
+                name,
+                str(trait.n_pairs),
+                str(len(trait.questions)),
+                form,
+                "ok" if trait.definition else "ok (no definition.txt)",
+            ]
+        )
     print(_table(rows, ["trait", "pairs", "questions", "form", "status"]))
     for message in errors:
         print(f"traitvec: error: {message}", file=sys.stderr)

@@ -70,7 +70,7 @@ class ExperimentConfig:
         if not isinstance(self.model, str) or not self.model.strip():
             raise ConfigError(f'{where}: "model" must be a non-empty string (an embedded name, hub id or path)')
         if self.dtype not in _DTYPES:
-            raise ConfigError(f'{where}: dtype = {self.dtype!r} is not one of {", ".join(_DTYPES)}')
+            raise ConfigError(f"{where}: dtype = {self.dtype!r} is not one of {', '.join(_DTYPES)}")
         if not isinstance(self.device, str) or not _DEVICE.match(self.device):
             raise ConfigError(f"{where}: device = {self.device!r}; use auto, cpu, cuda, cuda:N or mps")
         if self.device_map is not None and not isinstance(self.device_map, str):

@@ -99,7 +99,7 @@ def find_layers(model: nn.Module, layers_path: str | None = None) -> tuple[nn.Mo
     candidates = _candidates(base)
     hint = f" ModuleLists in the model: {', '.join(candidates)}." if candidates else ""
     raise ModelError(
-        f"cannot find the decoder layers of {type(base).__name__}.{hint} Set layers_path = \"<path>\" in the "
+        f'cannot find the decoder layers of {type(base).__name__}.{hint} Set layers_path = "<path>" in the '
         "experiment's config.toml (or pass layers_path=...) to the nn.ModuleList of decoder blocks"
     )
 

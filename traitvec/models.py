@@ -109,7 +109,7 @@ def resolve_device(device: str = "auto") -> str:
     """``auto`` becomes ``cuda`` when a GPU is present (``mps`` on Apple silicon), else ``cpu``."""
     if device != "auto":
         if device.startswith("cuda") and not torch.cuda.is_available():
-            raise ModelError(f"device {device!r} asked for but no CUDA GPU is visible; use device = \"auto\" or \"cpu\"")
+            raise ModelError(f'device {device!r} asked for but no CUDA GPU is visible; use device = "auto" or "cpu"')
         return device
     if torch.cuda.is_available():
         return "cuda"
@@ -213,8 +213,9 @@ def load_model(
     if fingerprint is None:
         commit = getattr(model.config, "_commit_hash", None) or revision or "unknown"
         fingerprint = f"hub-revision:{commit}"
-    return wrap_model(model, tokenizer, name=name, fingerprint=fingerprint, chat_template=chat_template,
-                      layers_path=layers_path)
+    return wrap_model(
+        model, tokenizer, name=name, fingerprint=fingerprint, chat_template=chat_template, layers_path=layers_path
+    )
 
 
 def wrap_model(

@@ -240,8 +240,7 @@ def _decode(path: Path) -> str:
         line = data[: err.start].count(b"\n") + 1
         column = err.start - (data.rfind(b"\n", 0, err.start) + 1) + 1
         raise TraitDataError(
-            f"{path} line {line}: byte 0x{data[err.start]:02x} at column {column} is not UTF-8; "
-            "save the file as UTF-8"
+            f"{path} line {line}: byte 0x{data[err.start]:02x} at column {column} is not UTF-8; save the file as UTF-8"
         ) from None
     return text
 
