@@ -1,0 +1,182 @@
+"""Batched generation with exact token bookkeeping and per-row steering.
+
+Prompts are left-padded per call (position ids follow the real tokens), so a row's output does
+not depend on what else is in its batch. Each result keeps the prompt's token ids and the
+generated ids; text is decoded from those ids for display only, never re-tokenised.
+
+Greedy by default; ``do_sample=True`` samples with ``temperature``/``top_p`` from ``seed``
+(reproducible for the same prompts and batch size). With ``steering``, row ``i`` is steered by
+``steering[i]``; when the prompts are split into sub-batches each sub-batch carries exactly its
+own rows' configurations.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from .capture import length_batches
+from .errors import ConfigError
+from .models import LoadedModel
+from .prompting import encode_chat
+from .steering import Steer, SteeringHandle
+
+__all__ = ["Generation", "generate", "eos_ids"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Generation:
+    """One generated continuation.
+
+    Attributes:
+        prompt_ids: the prompt's token ids (no padding).
+        tokens: generated ids before the first end-of-sequence token.
+        raw_tokens: generated ids up to and including the first end-of-sequence token.
+        text: ``tokens`` decoded, special tokens skipped (for display and judging).
+        stopped: True when the model produced an end-of-sequence token.
+    """
+
+    prompt_ids: tuple[int, ...]
+    tokens: tuple[int, ...]
+    raw_tokens: tuple[int, ...]
+    text: str
+    stopped: bool
+
+
+def eos_ids(loaded: LoadedModel) -> set[int]:
+    """Token ids that end a generation (the tokenizer's EOS and the generation config's)."""
+    ids: set[int] = set()
+    config_eos = getattr(getattr(loaded.model, "generation_config", None), "eos_token_id", None)
+    for value in (loaded.tokenizer.eos_token_id, config_eos):
+        if isinstance(value, int):
+            ids.add(value)
+        elif isinstance(value, list | tuple):
+            ids.update(int(v) for v in value)
+    return ids
+
+
+def generate(
+    loaded: LoadedModel,
+    prompts: Sequence[Sequence[int]] | Sequence[str],
+    *,
+    max_new_tokens: int = 64,
+    do_sample: bool = False,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    seed: int = 0,
+    steering: Sequence[Sequence[Steer]] | None = None,
+    max_batch_size: int = 32,
+    max_batch_tokens: int | None = None,
+    show_progress: bool = False,
+    desc: str = "generate",
+) -> list[Generation]:
+    """Generate continuations for many prompts in length-sorted, left-padded batches.
+
+    Args:
+        loaded: the model.
+        prompts: token id lists, or question strings (encoded with the chat template or the
+            plain question/answer frame, see :mod:`traitvec.prompting`).
+        max_new_tokens: tokens to generate per prompt.
+        do_sample: sample instead of greedy decoding.
+        temperature: sampling temperature.
+        top_p: nucleus sampling mass.
+        seed: sampling seed.
+        steering: per-prompt lists of :class:`~traitvec.steering.Steer` (``[]`` for none).
+        max_batch_size: rows per batch.
+        max_batch_tokens: padded tokens (prompt + new) per batch; default 16384 on CPU, 65536 on GPU.
+        show_progress: show a progress bar.
+        desc: progress-bar label.
+
+    Returns:
+        One :class:`Generation` per prompt, in the order given.
+
+    Example:
+        >>> [g.text for g in generate(loaded, ["What causes rain?"], max_new_tokens=32)]
+    """
+    if max_new_tokens < 1:
+        raise ConfigError(f"max_new_tokens = {max_new_tokens}; use 1 or more")
+    if steering is not None and len(steering) != len(prompts):
+        raise ConfigError(f"steering has {len(steering)} rows for {len(prompts)} prompts; give one list per prompt")
+    encoded = [encode_chat(loaded, p) if isinstance(p, str) else [int(t) for t in p] for p in prompts]
+    if any(not ids for ids in encoded):
+        raise ConfigError("a prompt is empty after tokenisation")
+    budget = max_batch_tokens or (65536 if loaded.device.type == "cuda" else 16384)
+    lengths = [len(ids) + max_new_tokens for ids in encoded]
+    batches = [
+        b[i : i + max_batch_size] for b in length_batches(lengths, budget) for i in range(0, len(b), max_batch_size)
+    ]
+    results: list[Generation | None] = [None] * len(encoded)
+    stop = eos_ids(loaded)
+    steered = steering is not None and any(steering)
+    handle = SteeringHandle(loaded) if steered else None
+    bar = None
+    if show_progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(encoded), unit="prompt", desc=desc, leave=False)
+    try:
+        if handle is not None:
+            handle.attach()
+        for number, batch in enumerate(batches):
+            if handle is not None and steering is not None:
+                handle.set_rows([steering[i] for i in batch])
+            outputs = _generate_batch(
+                loaded, [encoded[i] for i in batch], max_new_tokens, do_sample, temperature, top_p, seed + number, stop
+            )
+            for i, out in zip(batch, outputs, strict=True):
+                results[i] = out
+            if bar is not None:
+                bar.update(len(batch))
+    finally:
+        if handle is not None:
+            handle.remove()
+        if bar is not None:
+            bar.close()
+    return [r for r in results if r is not None]
+
+
+def _generate_batch(
+    loaded: LoadedModel,
+    prompts: list[list[int]],
+    max_new_tokens: int,
+    do_sample: bool,
+    temperature: float,
+    top_p: float,
+    seed: int,
+    stop: set[int],
+) -> list[Generation]:
+    from transformers import GenerationConfig
+
+    pad = loaded.tokenizer.pad_token_id
+    width = max(len(p) for p in prompts)
+    input_ids = torch.full((len(prompts), width), pad, dtype=torch.long)
+    attention = torch.zeros((len(prompts), width), dtype=torch.long)
+    for row, ids in enumerate(prompts):
+        input_ids[row, width - len(ids) :] = torch.tensor(ids)
+        attention[row, width - len(ids) :] = 1
+    settings = dict(
+        max_new_tokens=max_new_tokens, do_sample=do_sample, pad_token_id=pad, eos_token_id=sorted(stop) or None
+    )
+    if do_sample:
+        settings.update(temperature=temperature, top_p=top_p, top_k=0)
+        torch.manual_seed(seed)
+    config = GenerationConfig(**settings)
+    device = loaded.device
+    with torch.inference_mode():
+        out = loaded.model.generate(
+            input_ids=input_ids.to(device), attention_mask=attention.to(device), generation_config=config
+        )
+    new = out[:, width:].tolist()
+    results = []
+    for ids, row in zip(prompts, new, strict=True):
+        cut = next((k for k, token in enumerate(row) if token in stop), None)
+        tokens = row if cut is None else row[:cut]
+        raw = row if cut is None else row[: cut + 1]
+        text = loaded.tokenizer.decode(tokens, skip_special_tokens=True)
+        results.append(Generation(tuple(ids), tuple(tokens), tuple(raw), text, cut is not None))
+    return results
