@@ -1,8 +1,10 @@
-"""The checks behind :mod:`traitvec.audit`: text features, thresholds, and one function per check.
+"""The prefill checks behind :mod:`traitvec.audit`: text features, thresholds, one function per check.
 
-Everything here is pure computation on a loaded :class:`~traitvec.traits.Trait`; it reads only the
-trait's own ``definition.txt`` and ``steering.json`` (for line numbers) and never a model. Each
-check returns one :class:`Finding` whatever the outcome, so a passing check is visible too.
+Everything here is pure computation on the prefills of a loaded :class:`~traitvec.traits.Trait`
+(a regex tokenizer, no model). Each check returns one :class:`Finding` whatever the outcome, so a
+passing check is visible too. The cross-distribution classifier lives in
+:mod:`traitvec._audit_crossdist`, the definition.txt and steering.json checks in
+:mod:`traitvec._audit_files`.
 
 Definitions used throughout (they are repeated, with the guide's rationale, in ``docs/audit.md``):
 
@@ -18,7 +20,8 @@ Definitions used throughout (they are repeated, with the guide's rationale, in `
   whose sides share a frame counts twice), so shares are fractions of ``2 × pairs`` lines.
 - **trait words** (cross-distribution check): the words in the symmetric difference of a pair's
   two word sets, taken (a) from every *scenario-matched* pair (its sides share >= 20% of their
-  content words: the scenario is fixed, so what differs is the trait, however varied its wording)
+  content words, template words found in > 10% of all lines left out: the scenario is fixed, so
+  what differs is the trait, however varied its wording)
   and (b) from any pair when the word differs inside at least 3 pairs (the trait's recurring
   vocabulary). Words that differ inside only one or two pairs whose sides are about different
   things stay, which is what lets a topic spread over many different words show
@@ -107,9 +110,7 @@ def frame(text: str, length: int = 8) -> str:
             symbol = low if low in CONNECTIVES else "X"
         else:
             symbol = _norm_punct(token)
-        if out and out[-1] == symbol and not symbol.isalpha():
-            continue
-        if out and out[-1] == "X" and symbol == "X":
+        if out and out[-1] == symbol:
             continue
         out.append(symbol)
         if len(out) >= length:

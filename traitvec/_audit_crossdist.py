@@ -9,7 +9,9 @@ share of held-out pairs whose positive line gets the higher positive probability
 Trait words are the words in the symmetric difference of a pair's two word sets, taken
 
 - from every *scenario-matched* pair: one whose two sides share at least ``scenario_jaccard`` (0.2)
-  of their content words (Jaccard over non-stopwords). Such a pair keeps its scenario fixed (the
+  of their content words (Jaccard over non-stopwords, leaving out template words found in more
+  than ``vocab_share``, 10%, of all lines, so a shared frame such as "felt ... about" does not make
+  two different scenarios look alike). Such a pair keeps its scenario fixed (the
   dentist, the cavity, the molars), so whatever differs inside it is the trait, however varied the
   vocabulary that expresses it (a formal/casual pair differs in almost every word); and
 - from any pair when the word differs inside at least ``trait_word_pairs`` (3) pairs: the trait's
@@ -44,22 +46,36 @@ def trait_words(data: PairText, cfg: AuditConfig) -> Counter[str]:
     """The words treated as the trait's own, each with the number of pairs it differs inside.
 
     Example:
-        >>> sorted(trait_words(PairText.from_trait(trait), AuditConfig()))[:3]
-        ['anxious', 'bleak', 'bright']
+        >>> removed = trait_words(PairText.from_trait(trait), AuditConfig())
+        >>> removed.most_common(2)
+        [('but', 30), ('would', 25)]
     """
+    lines = (*data.pos, *data.neg)
+    frequency = Counter(w for text in lines for w in content_words(text))
+    template = frozenset(w for w, c in frequency.items() if c > cfg.vocab_share * len(lines))
     differs: Counter[str] = Counter()
     matched: set[str] = set()
     for pos, neg in zip(data.pos, data.neg, strict=True):
         diff = set(words(pos)) ^ set(words(neg))
         differs.update(diff)
-        if scenario_overlap(pos, neg) >= cfg.scenario_jaccard:
+        if scenario_overlap(pos, neg, ignore=template) >= cfg.scenario_jaccard:
             matched |= diff
     return Counter({w: c for w, c in differs.items() if c >= cfg.trait_word_pairs or w in matched})
 
 
-def scenario_overlap(pos: str, neg: str) -> float:
-    """Jaccard overlap of the content words (non-stopwords) of a pair's two sides; 0 when both have none."""
-    a, b = content_words(pos), content_words(neg)
+def scenario_overlap(pos: str, neg: str, ignore: frozenset[str] = frozenset()) -> float:
+    """Jaccard overlap of the content words (non-stopwords) of a pair's two sides; 0 when both have none.
+
+    Args:
+        pos: the positive prefill.
+        neg: its negative partner.
+        ignore: words not counted, such as template words used all over the dataset.
+
+    Example:
+        >>> scenario_overlap("The dentist set down her instruments", "The dentist put her tools down")
+        0.2
+    """
+    a, b = content_words(pos) - ignore, content_words(neg) - ignore
     return len(a & b) / len(a | b) if a | b else 0.0
 
 
