@@ -197,8 +197,8 @@ def audit_trait(trait: Trait | str | os.PathLike[str], *, config: AuditConfig | 
 
     Example:
         >>> report = audit_trait("datasets/traits/states/optimism")
-        >>> report.passed, [f.check for f in report.errors]
-        (False, ['lexical_leak'])
+        >>> report.passed, report.finding("length_confound").severity
+        (True, 'ok')
     """
     cfg = config or AuditConfig()
     if isinstance(trait, Trait):
@@ -319,7 +319,10 @@ def format_reports(reports: Sequence[AuditReport], *, max_examples: int = 4) -> 
             f"== {report.trait} ({pairs}): {verdict}: {len(report.errors)} error(s), {len(report.warnings)} warning(s)"
         )
         lines = [head]
-        for f in sorted(report.findings, key=lambda f: _RANK[f.severity]):
+        findings = sorted(report.findings, key=lambda f: _RANK[f.severity])
+        if report.n_pairs is None:  # failed to load: the other checks did not run
+            findings = [f for f in findings if f.check == "structure"]
+        for f in findings:
             label = f.severity.upper() if f.severity in ("error", "warning") else f.severity
             lines.append(f"  {label:<8} {f.check:<22} {f.message}")
             if f.severity in ("error", "warning"):
@@ -330,6 +333,8 @@ def format_reports(reports: Sequence[AuditReport], *, max_examples: int = 4) -> 
                     lines.append(f"{indent}fix: {f.fix}")
                 for e in f.examples[:max_examples]:
                     lines.append(f"{indent}{e.file}:{e.line}: {_clip(e.text)}")
+        if report.n_pairs is None:
+            lines.append(f"  {'info':<8} {'(other checks)':<22} not run: fix the structure error first")
         blocks.append("\n".join(lines))
     blocks.append(_summary(reports))
     return "\n\n".join(blocks)
