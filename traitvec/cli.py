@@ -101,6 +101,119 @@ def _judge_args(p: argparse.ArgumentParser) -> None:
     judge_options(p)
 
 
+def _extraction_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("extraction")
+    g.add_argument(
+        "--position",
+        action="append",
+        metavar="P",
+        help="capture position(s): prefill-mean, last-token, response-mean; repeat or comma-separate "
+        "(default: prefill-mean,last-token)",
+    )
+    g.add_argument(
+        "--methods",
+        action="append",
+        metavar="M",
+        help="vector methods: mean-diff, probe, pca; comma-separated (default: all three)",
+    )
+    g.add_argument("--layers", metavar="L", help="layers, e.g. 4,6,8 or 'all' (default: the config's, else all)")
+    g.add_argument("--response-tokens", type=int, default=5, metavar="K", help="k for response-mean (default 5)")
+    g.add_argument(
+        "--vetted-only",
+        action="store_true",
+        help="use only pairs whose both sides passed scenario vetting (needs vetting.json)",
+    )
+
+
+def add_pipeline_arguments(p: argparse.ArgumentParser) -> None:
+    """Arguments of ``traitvec run`` and ``extraction/run_pipeline.py``."""
+    p.add_argument("--experiment", required=True, metavar="E", help="experiment whose model extracts the vectors")
+    p.add_argument(
+        "--steer-experiment",
+        metavar="S",
+        help="experiment whose model is steered (usually E's instruction-tuned sibling; default: E)",
+    )
+    p.add_argument("--traits", nargs="+", required=True, metavar="cat/trait", help="traits to run")
+    _traits_root(p)
+    _experiments_root(p)
+    p.add_argument("--no-steering", action="store_true", help="stop after extraction and evaluation")
+    p.add_argument("--vet", action="store_true", help="run scenario vetting before extraction")
+    p.add_argument("--force", action="store_true", help="recompute every stage even when its outputs are current")
+    _extraction_options(p)
+    s = p.add_argument_group("steering evaluation")
+    s.add_argument("--steer-layers", metavar="L", help="candidate layers (default: best layers within 20-80%% depth)")
+    s.add_argument("--n-layers", type=int, default=2, metavar="N", help="how many candidate layers (default 2)")
+    s.add_argument("--coherence-floor", type=float, default=70.0, metavar="X", help="minimum coherence (default 70)")
+    s.add_argument("--max-new-tokens", type=int, default=48, metavar="N", help="answer length (default 48)")
+    s.add_argument("--questions", type=int, metavar="N", help="use only the first N steering questions")
+    s.add_argument("--samples", type=int, default=1, metavar="N", help="samples per question (>1 samples, seeded)")
+    s.add_argument("--search-steps", type=int, default=6, metavar="N", help="coefficient search rounds (default 6)")
+    judge_options(p)
+
+
+@_command("extract", "capture activations and compute, evaluate and save vectors", "traitvec.pipeline:cmd_extract")
+def _extract_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--experiment", required=True, metavar="E", help="experiment whose model extracts the vectors")
+    p.add_argument("--traits", nargs="+", required=True, metavar="cat/trait", help="traits to extract")
+    _traits_root(p)
+    _experiments_root(p)
+    p.add_argument("--force", action="store_true", help="recompute even when outputs are current")
+    _extraction_options(p)
+
+
+@_command(
+    "run", "run the whole pipeline per trait: vetting, extraction, evaluation, steering", "traitvec.pipeline:cmd_run"
+)
+def _run_args(p: argparse.ArgumentParser) -> None:
+    add_pipeline_arguments(p)
+
+
+@_command("vet", "scenario vetting: judge base-model completions of every prefill", "traitvec.vetting:cmd_vet")
+def _vet_args(p: argparse.ArgumentParser) -> None:
+    add_vet_arguments(p)
+
+
+def add_vet_arguments(p: argparse.ArgumentParser) -> None:
+    """Arguments of ``traitvec vet`` and ``extraction/vet_scenarios.py``."""
+    p.add_argument("--experiment", required=True, metavar="E", help="experiment whose (base) model completes")
+    p.add_argument("--trait", required=True, metavar="cat/trait", help="trait to vet")
+    _traits_root(p)
+    _experiments_root(p)
+    p.add_argument("--tokens", type=int, default=24, metavar="N", help="completion length, 16-32 (default 24)")
+    p.add_argument("--threshold", type=float, default=25.0, metavar="X", help="separation needed to pass (default 25)")
+    p.add_argument(
+        "--pass-score",
+        type=float,
+        default=50.0,
+        metavar="X",
+        help="a positive scenario fails under X, a negative at or over X (default 50)",
+    )
+    p.add_argument("--force", action="store_true", help="re-generate and re-score even when vetting.json is current")
+    judge_options(p)
+
+
+@_command(
+    "export-gguf", "write a vector as a llama.cpp control vector (--control-vector)", "traitvec.commands:cmd_export"
+)
+def _export_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("vector", help="a vector file (.safetensors with its .json sidecar)")
+    p.add_argument("--out", required=True, help="output .gguf path")
+    p.add_argument("--layers", help="layers to export, e.g. 6 or 5,6,7 (default: all but 0)")
+    p.add_argument("--coefficient", type=float, default=1.0, help="strength in spread units (default 1.0)")
+    p.add_argument("--absolute", action="store_true", help="treat the coefficient as an absolute length")
+
+
+def run_subcommand(name: str, argv: Sequence[str], prog: str) -> int:
+    """Run one subcommand under another program name (the ``extraction/*.py`` scripts)."""
+    help_, add_arguments, _ = _COMMANDS[name]
+    parser = _Parser(prog=prog, description=help_[:1].upper() + help_[1:] + ".")
+    parser.add_argument("-v", "--verbose", action="store_true", help="show debug logging")
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    args.command = name
+    return _dispatch(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser (every registered subcommand)."""
     parser = _Parser(prog="traitvec", description="Extract, evaluate and steer with behavioural trait vectors.")
@@ -138,6 +251,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.command:
         parser.print_help()
         return 2
+    return _dispatch(args)
+
+
+def _dispatch(args: argparse.Namespace) -> int:
     _configure_logging(args.verbose)
     module_name, function_name = _COMMANDS[args.command][2].split(":")
     import importlib
