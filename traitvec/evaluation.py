@@ -52,12 +52,13 @@ class LayerMetrics:
     cohens_d: float
 
     def to_dict(self) -> dict[str, Any]:
+        """Plain data; a Cohen's d that is undefined or infinite (constant classes) is written as null."""
         return {
             "layer": self.layer,
             "method": self.method,
             "accuracy": self.accuracy,
             "auroc": self.auroc,
-            "cohens_d": self.cohens_d,
+            "cohens_d": self.cohens_d if math.isfinite(self.cohens_d) else None,
         }
 
 
@@ -122,9 +123,11 @@ def auroc(positive: np.ndarray, negative: np.ndarray) -> float:
 
 
 def cohens_d(positive: np.ndarray, negative: np.ndarray) -> float:
-    """(mean⁺ − mean⁻) / pooled standard deviation (0 when both classes are constant and equal)."""
+    """(mean⁺ − mean⁻) / pooled standard deviation; NaN with fewer than 3 examples in all, ±inf for constant classes."""
     pos, neg = np.asarray(positive, np.float64), np.asarray(negative, np.float64)
     n1, n2 = len(pos), len(neg)
+    if n1 + n2 < 3:
+        return math.nan
     var = ((n1 - 1) * pos.var(ddof=1) if n1 > 1 else 0.0) + ((n2 - 1) * neg.var(ddof=1) if n2 > 1 else 0.0)
     pooled = math.sqrt(var / max(n1 + n2 - 2, 1))
     diff = float(pos.mean() - neg.mean())
@@ -135,7 +138,13 @@ def cohens_d(positive: np.ndarray, negative: np.ndarray) -> float:
 
 def _recommend(metrics: list[LayerMetrics], n_layers: int) -> tuple[int, int]:
     def key(m: LayerMetrics) -> tuple[float, float, int]:
-        d = m.cohens_d if math.isfinite(m.cohens_d) else math.copysign(1e9, m.cohens_d)
+        d = (
+            -1e9
+            if math.isnan(m.cohens_d)
+            else m.cohens_d
+            if math.isfinite(m.cohens_d)
+            else math.copysign(1e9, m.cohens_d)
+        )
         return (d, m.auroc, -m.layer)
 
     band = [m for m in metrics if n_layers > 1 and 0.2 <= m.layer / (n_layers - 1) <= 0.8]

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -266,7 +267,10 @@ def _evaluation_from_dict(data: dict[str, Any]) -> Evaluation:
         position=data["position"],
         layers=tuple(data["layers"]),
         n_layers_model=int(data["n_layers_model"]),
-        metrics=tuple(LayerMetrics(**m) for m in data["metrics"]),
+        metrics=tuple(
+            LayerMetrics(**{**m, "cohens_d": math.nan if m["cohens_d"] is None else m["cohens_d"]})
+            for m in data["metrics"]
+        ),
         method_cosines={k: ints(v) for k, v in data["method_cosines"].items()},
         neighbour_cosines={k: ints(v) for k, v in data["neighbour_cosines"].items()},
         recommended={k: int(v) for k, v in data["recommended_layer"].items()},

@@ -1,7 +1,8 @@
 """Finding the decoder-layer list of a model.
 
 traitvec's layer convention: layer ``i`` (0-based) is the *output* of decoder block ``i``, i.e. the
-residual stream after that block. ``hidden_states[i + 1]`` in transformers' terms.
+residual stream after that block: ``hidden_states[i + 1]`` in transformers' terms, except for the
+last block, whose ``hidden_states`` entry has the model's final norm applied (traitvec's does not).
 
 Known layouts cover Llama, Mistral, Qwen2/3, Gemma 1/2/3 (text and multimodal), GPT-2, GPT-NeoX,
 Phi, OLMo and their PEFT-wrapped versions. Anything else needs ``layers_path`` in the experiment

@@ -2,9 +2,10 @@
 
 - :class:`MeanDiff` (default): ``mean(positive) − mean(negative)``. The strongest simple
   baseline in published comparisons; raw norm = ``‖μ⁺ − μ⁻‖``.
-- :class:`Probe`: logistic regression (scikit-learn) on standardised activations; the weight
-  vector is mapped back to activation space (``w / σ``) so the direction is the one whose dot
-  product with ``h`` is the probe's logit. Raw norm = ``‖w / σ‖``.
+- :class:`Probe`: logistic regression (scikit-learn) on activations centred and scaled by their
+  pooled within-class standard deviation ``σ``; the weight vector is mapped back to activation
+  space (``w / σ``) so the direction is the one whose dot product with ``h`` is the probe's logit.
+  Raw norm = ``‖w / σ‖``.
 - :class:`PCA`: first principal axis of the paired differences ``h⁺ᵢ − h⁻ᵢ``, uncentred (so the
   axis the pairs consistently move along, invariant to swapping a pair's sides). Raw norm = the
   RMS of the differences' projections on it.
@@ -127,14 +128,14 @@ class Probe(_Base):
     """Logistic-regression probe on standardised activations (scikit-learn).
 
     Args:
-        C: inverse regularisation strength.
+        C: inverse regularisation strength (default 0.1).
         max_iter: solver iterations.
 
     Example:
-        >>> vector = Probe(C=0.5).fit(acts)
+        >>> vector = Probe(C=0.05).fit(acts)
     """
 
-    C: float = 1.0
+    C: float = 0.1
     max_iter: int = 2000
     name = "probe"
 
@@ -148,10 +149,14 @@ class Probe(_Base):
     def direction(self, positive: torch.Tensor, negative: torch.Tensor) -> tuple[torch.Tensor, float]:
         from sklearn.linear_model import LogisticRegression
 
-        x = torch.cat([positive, negative]).double().numpy()
-        y = np.concatenate([np.ones(len(positive)), np.zeros(len(negative))])
-        mean, std = x.mean(0), x.std(0)
-        std[std < 1e-8] = 1.0
+        pos, neg = positive.double().numpy(), negative.double().numpy()
+        x = np.concatenate([pos, neg])
+        y = np.concatenate([np.ones(len(pos)), np.zeros(len(neg))])
+        # Scale by the pooled within-class spread, not the total spread: dividing by a variance that
+        # includes the class separation itself would shrink exactly the dimensions the trait moves.
+        mean = x.mean(0)
+        std = np.sqrt((pos.var(0) * len(pos) + neg.var(0) * len(neg)) / len(x))
+        std[std < 1e-8 * max(float(std.max()), 1e-30)] = 1.0
         probe = LogisticRegression(C=self.C, max_iter=self.max_iter)
         probe.fit((x - mean) / std, y)
         weight = torch.from_numpy(probe.coef_[0] / std)

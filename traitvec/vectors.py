@@ -33,7 +33,8 @@ logger = logging.getLogger(__name__)
 
 FORMAT = "traitvec.vector/1"
 LAYER_CONVENTION = (
-    "layer i (0-based) = residual stream at the output of decoder block i (transformers hidden_states[i + 1])"
+    "layer i (0-based) = residual stream at the output of decoder block i, before any final norm "
+    "(transformers hidden_states[i + 1], except the last layer, whose hidden_states entry has the final norm applied)"
 )
 
 
