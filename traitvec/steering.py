@@ -239,7 +239,11 @@ class SteeringHandle:
 
     def _hook_layers(self) -> None:
         for layer in sorted(set(self._terms) - self._hooked):
-            self._hooks.forward(self.loaded.layers[layer], self._make_hook(layer), label=f"steer.layer{layer}")
+            # prepend: steering is part of the layer's output, so every other hook (transformers'
+            # output_hidden_states among them) sees the steered state.
+            self._hooks.forward(
+                self.loaded.layers[layer], self._make_hook(layer), prepend=True, label=f"steer.layer{layer}"
+            )
             self._hooked.add(layer)
 
     def remove(self) -> None:
