@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -72,6 +73,7 @@ def generate(
     steering: Sequence[Sequence[Steer]] | None = None,
     max_batch_size: int = 32,
     max_batch_tokens: int | None = None,
+    stop_strings: Sequence[str] = (),
     show_progress: bool = False,
     desc: str = "generate",
 ) -> list[Generation]:
@@ -89,6 +91,8 @@ def generate(
         steering: per-prompt lists of :class:`~traitvec.steering.Steer` (``[]`` for none).
         max_batch_size: rows per batch.
         max_batch_tokens: padded tokens (prompt + new) per batch; default 16384 on CPU, 65536 on GPU.
+        stop_strings: texts that end a generation (e.g. ``"\nQuestion:"`` for the plain frame); the
+            tokens that spell the stop string are not part of ``tokens``.
         show_progress: show a progress bar.
         desc: progress-bar label.
 
@@ -126,7 +130,15 @@ def generate(
             if handle is not None and steering is not None:
                 handle.set_rows([steering[i] for i in batch])
             outputs = _generate_batch(
-                loaded, [encoded[i] for i in batch], max_new_tokens, do_sample, temperature, top_p, seed + number, stop
+                loaded,
+                [encoded[i] for i in batch],
+                max_new_tokens,
+                do_sample,
+                temperature,
+                top_p,
+                seed + number,
+                stop,
+                tuple(stop_strings),
             )
             for i, out in zip(batch, outputs, strict=True):
                 results[i] = out
@@ -140,6 +152,24 @@ def generate(
     return [r for r in results if r is not None]
 
 
+def _trim_stop(tokenizer: Any, tokens: list[int], stop_strings: tuple[str, ...]) -> list[int] | None:
+    """The longest token prefix whose text holds none of ``stop_strings``, if one of them occurs."""
+    text = tokenizer.decode(tokens, skip_special_tokens=True)
+    if not any(s in text for s in stop_strings):
+        return None
+    end = len(tokens)
+    while end > 0 and any(s in tokenizer.decode(tokens[:end], skip_special_tokens=True) for s in stop_strings):
+        end -= 1
+    # drop the partial stop string the kept prefix may end with (e.g. a lone "\n" before "Question:")
+    while end > 0:
+        tail = tokenizer.decode(tokens[:end], skip_special_tokens=True)
+        if any(tail.endswith(s[:k]) for s in stop_strings for k in range(1, len(s))):
+            end -= 1
+            continue
+        break
+    return tokens[:end]
+
+
 def _generate_batch(
     loaded: LoadedModel,
     prompts: list[list[int]],
@@ -149,6 +179,7 @@ def _generate_batch(
     top_p: float,
     seed: int,
     stop: set[int],
+    stop_strings: tuple[str, ...] = (),
 ) -> list[Generation]:
     from transformers import GenerationConfig
 
@@ -165,11 +196,15 @@ def _generate_batch(
     if do_sample:
         settings.update(temperature=temperature, top_p=top_p, top_k=0)
         torch.manual_seed(seed)
+    extra: dict[str, Any] = {}
+    if stop_strings:
+        settings["stop_strings"] = list(stop_strings)
+        extra["tokenizer"] = loaded.tokenizer
     config = GenerationConfig(**settings)
     device = loaded.device
     with torch.inference_mode():
         out = loaded.model.generate(
-            input_ids=input_ids.to(device), attention_mask=attention.to(device), generation_config=config
+            input_ids=input_ids.to(device), attention_mask=attention.to(device), generation_config=config, **extra
         )
     new = out[:, width:].tolist()
     results = []
@@ -177,6 +212,11 @@ def _generate_batch(
         cut = next((k for k, token in enumerate(row) if token in stop), None)
         tokens = row if cut is None else row[:cut]
         raw = row if cut is None else row[: cut + 1]
+        stopped = cut is not None
+        if stop_strings:
+            trimmed = _trim_stop(loaded.tokenizer, tokens, stop_strings)
+            if trimmed is not None:
+                tokens, raw, stopped = trimmed, row[: len(trimmed)], True
         text = loaded.tokenizer.decode(tokens, skip_special_tokens=True)
-        results.append(Generation(tuple(ids), tuple(tokens), tuple(raw), text, cut is not None))
+        results.append(Generation(tuple(ids), tuple(tokens), tuple(raw), text, stopped))
     return results

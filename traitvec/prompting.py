@@ -14,9 +14,10 @@ from __future__ import annotations
 from .models import LoadedModel
 from .traits import Prompt
 
-__all__ = ["encode_prefill", "encode_chat", "plain_frame", "PLAIN_FRAME"]
+__all__ = ["encode_prefill", "encode_chat", "plain_frame", "PLAIN_FRAME", "PLAIN_STOP"]
 
 PLAIN_FRAME = "Question: {question}\nAnswer:"
+PLAIN_STOP = "\nQuestion:"  # a base model answering in the plain frame goes on to invent the next question
 
 
 def plain_frame(question: str, system: str | None = None) -> str:

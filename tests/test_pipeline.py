@@ -1,0 +1,204 @@
+"""The whole pipeline and scenario vetting, end to end, with a judge served on 127.0.0.1.
+
+Fast tests use a tiny random-init model saved to a folder (a real local model as far as traitvec
+is concerned); ``slow`` tests use the embedded models.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import EXTERNAL, ROOT
+from tiny import make_model
+
+from traitvec.cli import main
+from traitvec.testing import JudgeServer, KeywordResponder
+
+KEY = "sk-test-SECRET-pipeline-4242"
+
+
+@pytest.fixture
+def judge_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+    with JudgeServer(KeywordResponder()) as server:
+        monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
+        monkeypatch.setenv("OPENAI_API_KEY", KEY)
+        monkeypatch.setenv("TRAITVEC_CACHE", str(tmp_path / "cache"))
+        yield server
+
+
+@pytest.fixture(scope="module")
+def tiny_experiments(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("experiments")
+    model = make_model("llama", layers=4, hidden=32, chat=True)
+    folder = root.parent / "tiny-model"
+    model.model.save_pretrained(folder)
+    model.tokenizer.save_pretrained(folder)
+    (root / "tiny").mkdir()
+    (root / "tiny" / "config.toml").write_text(f'model = "{folder}"\ndtype = "float32"\ndevice = "cpu"\n')
+    return root
+
+
+def run_args(experiments: Path, traits_root: Path, trait: str, *extra: str) -> list[str]:
+    return [
+        "run",
+        "--experiment",
+        "tiny",
+        "--steer-experiment",
+        "tiny",
+        "--traits",
+        trait,
+        "--traits-root",
+        str(traits_root),
+        "--experiments-root",
+        str(experiments),
+        "--judge-model",
+        "test-judge",
+        "--questions",
+        "3",
+        "--search-steps",
+        "2",
+        "--max-new-tokens",
+        "8",
+        *extra,
+    ]
+
+
+def test_pipeline_end_to_end_on_a_tiny_model(judge_env, tiny_experiments: Path, capsys) -> None:
+    traits_root = ROOT / "datasets" / "traits"
+    assert main(run_args(tiny_experiments, traits_root, "states/optimism")) == 0
+    out = capsys.readouterr().out
+    assert "states/optimism" in out and "projection gain" in out
+    folder = tiny_experiments / "tiny"
+    results = json.loads((folder / "steering/states/optimism/results.json").read_text())
+    assert results["baseline"]["trait"]["n"] == 3
+    assert len(results["runs"]) == 2 * 2  # two candidate layers, two search rounds
+    for response in results["responses"]:
+        assert set(response) >= {"question", "layer", "coefficient", "text", "trait", "coherence", "projection"}
+        assert response["trait"]["mode"] == "logprobs" and response["trait"]["status"] == "ok"
+    assert results["judge"]["name"] == "test-judge" and not results["smoke_test"]
+    for name in ("results.md", "trait_coherence.png", "heatmap.png"):
+        assert (folder / "steering/states/optimism" / name).stat().st_size > 0
+    assert (folder / "extraction/states/optimism/vectors/mean-diff-prefill-mean.safetensors").is_file()
+    written = [p for p in folder.rglob("*") if p.is_file()] + list((Path(os.environ["TRAITVEC_CACHE"])).rglob("*"))
+    for path in written:
+        if path.is_file():
+            assert KEY.encode() not in path.read_bytes(), path
+    requests = len(judge_env.requests)
+    assert main(run_args(tiny_experiments, traits_root, "states/optimism")) == 0  # everything current
+    assert len(judge_env.requests) == requests
+
+
+def test_vetting_end_to_end_and_vetted_only_extraction(judge_env, tiny_experiments: Path, capsys) -> None:
+    traits_root = ROOT / "datasets" / "traits"
+    args = [
+        "vet",
+        "--experiment",
+        "tiny",
+        "--trait",
+        "beliefs/confidence",
+        "--traits-root",
+        str(traits_root),
+        "--experiments-root",
+        str(tiny_experiments),
+        "--judge-model",
+        "test-judge",
+        "--tokens",
+        "16",
+    ]
+    status = main(args)
+    assert status in (0, 1)
+    out = capsys.readouterr().out
+    assert "separation" in out and "positive mean" in out
+    report = json.loads((tiny_experiments / "tiny/extraction/beliefs/confidence/vetting.json").read_text())
+    assert report["passed"] == (status == 0)
+    assert len(report["scenarios"]) == 2 * report["n_pairs"] and len(report["pair_passed"]) == report["n_pairs"]
+    pos = [s["score"] for s in report["scenarios"] if s["side"] == "positive" and s["score"] is not None]
+    neg = [s["score"] for s in report["scenarios"] if s["side"] == "negative" and s["score"] is not None]
+    assert report["separation"] == pytest.approx(sum(pos) / len(pos) - sum(neg) / len(neg))
+    low, high = report["separation_ci95"]
+    assert low <= report["separation"] <= high
+    for entry in report["failing"]:
+        assert (entry["side"] == "positive" and (entry["score"] is None or entry["score"] < 50)) or (
+            entry["side"] == "negative" and (entry["score"] is None or entry["score"] >= 50)
+        )
+    if report["n_pairs_passed"] >= 3:
+        extract = [
+            "extract",
+            "--experiment",
+            "tiny",
+            "--traits",
+            "beliefs/confidence",
+            "--traits-root",
+            str(traits_root),
+            "--experiments-root",
+            str(tiny_experiments),
+            "--vetted-only",
+        ]
+        assert main(extract) == 0
+        meta = json.loads(
+            (tiny_experiments / "tiny/extraction/beliefs/confidence/vectors/mean-diff-prefill-mean.json").read_text()
+        )
+        assert meta["n_pairs"] == report["n_pairs_passed"]
+
+
+def _pipeline_command(experiments: Path, traits_root: Path, trait: str, cache: Path) -> list[str]:
+    return [
+        sys.executable,
+        str(ROOT / "extraction" / "run_pipeline.py"),
+        *run_args(experiments, traits_root, trait, "--judge-cache", str(cache))[1:],
+    ]
+
+
+@pytest.mark.skipif(not EXTERNAL.is_dir(), reason="../shared/external-traits is absent")
+def test_killed_pipeline_resumes_with_the_same_results(tmp_path: Path, tiny_experiments: Path) -> None:
+    trait = "hum/optimism"
+    with JudgeServer(KeywordResponder(), latency=0.05) as server:
+        env = dict(
+            os.environ, OPENAI_BASE_URL=server.base_url, OPENAI_API_KEY=KEY, TRAITVEC_CACHE=str(tmp_path / "cache")
+        )
+        reference = tmp_path / "reference"
+        subprocess.run(["cp", "-r", str(tiny_experiments), str(reference)], check=True)
+        subprocess.run(
+            _pipeline_command(reference, EXTERNAL, trait, tmp_path / "ref.sqlite") + ["--judge-concurrency", "1"],
+            env=env,
+            check=True,
+            capture_output=True,
+        )
+        interrupted = tmp_path / "interrupted"
+        subprocess.run(["cp", "-r", str(tiny_experiments), str(interrupted)], check=True)
+        command = _pipeline_command(interrupted, EXTERNAL, trait, tmp_path / "run.sqlite") + [
+            "--judge-concurrency",
+            "1",
+        ]
+        process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        progress = interrupted / "tiny/steering" / trait / "progress.json"
+        deadline = time.time() + 300
+        while time.time() < deadline and process.poll() is None:
+            if progress.is_file() and len(json.loads(progress.read_text())["rounds"]) >= 2:
+                break
+            time.sleep(0.05)
+        assert process.poll() is None, "the run finished before it could be interrupted"
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        rounds_done = len(json.loads(progress.read_text())["rounds"])
+        requests_before = len(server.requests)
+        finished = subprocess.run(command, env=env, check=True, capture_output=True, text=True)
+        assert "resuming after" in finished.stderr
+        extraction = json.loads((interrupted / "tiny/extraction" / trait / "extraction.json").read_text())
+        assert extraction["recomputed"] == []  # the finished stage was not redone
+        new_requests = len(server.requests) - requests_before
+        total_answers = 3 * (1 + 2 * 2)
+        assert new_requests <= 2 * (total_answers - 3 * (1 + 2 * (rounds_done - 1))) + 1
+    ours = json.loads((interrupted / "tiny/steering" / trait / "results.json").read_text())
+    theirs = json.loads((reference / "tiny/steering" / trait / "results.json").read_text())
+    strip = ("seconds", "usage", "vector", "judge")
+    assert {k: v for k, v in ours.items() if k not in strip} == {k: v for k, v in theirs.items() if k not in strip}
+    assert not progress.exists()
+    assert not [p for p in (interrupted / "tiny").rglob("*") if p.name.startswith(".") and p.suffix == ".tmp"]
