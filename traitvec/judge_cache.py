@@ -1,0 +1,145 @@
+"""A persistent SQLite cache of judge scores, so re-running or re-scoring costs nothing.
+
+One row per scored prompt, keyed by the SHA-256 of (judge model, full prompt text, scoring mode and
+its parameters). Rows hold the outcome — score, status (``ok`` or ``abstained``), mode, mass and
+the reason for an abstention — never an API key and never the prompt. Transient failures are not
+cached, so a rerun retries them.
+
+The database runs in WAL mode with a 30-second busy timeout, so several processes and threads can
+read and write it at once; each operation takes a lock inside the process. The default file is
+``cache_dir() / "judge-cache.sqlite"`` (see :func:`traitvec.embedded.cache_dir`). Clear it by
+deleting the file, or with :meth:`ScoreCache.clear`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ._io import sha256_text
+from .embedded import cache_dir
+from .errors import JudgeError
+
+__all__ = ["CachedScore", "ScoreCache", "default_cache_path", "cache_key"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS scores (
+    key TEXT PRIMARY KEY,
+    judge TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    prompt_hash TEXT NOT NULL,
+    score REAL,
+    status TEXT NOT NULL,
+    mode TEXT,
+    mass REAL,
+    reason TEXT,
+    created REAL NOT NULL
+)
+"""
+
+
+def default_cache_path() -> Path:
+    """``cache_dir() / "judge-cache.sqlite"`` (read from the environment when called)."""
+    return cache_dir() / "judge-cache.sqlite"
+
+
+def cache_key(judge: str, prompt: str, params: Mapping[str, Any]) -> str:
+    """The cache key: SHA-256 over the judge model, the full prompt text and the mode's parameters."""
+    return sha256_text(json.dumps([judge, prompt, dict(params)], sort_keys=True, ensure_ascii=False))
+
+
+@dataclass(frozen=True)
+class CachedScore:
+    """A cached outcome (``ok`` or ``abstained``)."""
+
+    score: float | None
+    status: str
+    mode: str | None
+    mass: float | None
+    reason: str | None
+
+
+class ScoreCache:
+    """SQLite-backed score cache, safe across threads and processes.
+
+    Args:
+        path: the database file (created with its folder when missing).
+
+    Raises:
+        JudgeError: the file cannot be opened as a SQLite database.
+
+    Example:
+        >>> cache = ScoreCache("/tmp/judge.sqlite")
+        >>> key = cache_key("gpt-4.1-mini", prompt, {"mode": "logprobs"})
+        >>> cache.get(key) is None
+        True
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._conn = sqlite3.connect(self.path, timeout=30.0, check_same_thread=False, isolation_level=None)
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA synchronous=NORMAL")
+            self._conn.execute(_SCHEMA)
+        except (sqlite3.Error, OSError) as err:
+            raise JudgeError(
+                f"cannot open the judge cache {self.path} ({err}); pass another --judge-cache path, "
+                "or delete the file if it is damaged"
+            ) from None
+
+    def get(self, key: str) -> CachedScore | None:
+        """The cached outcome for ``key``, or ``None``."""
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT score, status, mode, mass, reason FROM scores WHERE key = ?", (key,)
+            ).fetchone()
+        return CachedScore(*row) if row else None
+
+    def put(
+        self,
+        key: str,
+        *,
+        judge: str,
+        kind: str,
+        prompt_hash: str,
+        score: float | None,
+        status: str,
+        mode: str | None,
+        mass: float | None,
+        reason: str | None,
+    ) -> None:
+        """Store an ``ok`` or ``abstained`` outcome (failures are never cached)."""
+        if status not in ("ok", "abstained"):
+            raise ValueError(f"only ok and abstained scores are cached, not {status!r}")
+        with self._lock:
+            self._conn.execute(
+                "INSERT OR REPLACE INTO scores VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (key, judge, kind, prompt_hash, score, status, mode, mass, reason, time.time()),
+            )
+
+    def __len__(self) -> int:
+        with self._lock:
+            return int(self._conn.execute("SELECT COUNT(*) FROM scores").fetchone()[0])
+
+    def clear(self) -> None:
+        """Delete every cached score."""
+        with self._lock:
+            self._conn.execute("DELETE FROM scores")
+
+    def close(self) -> None:
+        """Close the database connection (idempotent)."""
+        with self._lock:
+            self._conn.close()
+
+    def __repr__(self) -> str:
+        return f"ScoreCache({str(self.path)!r})"
