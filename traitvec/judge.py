@@ -334,7 +334,8 @@ def make_judge(
         api_key: API key (default ``$OPENAI_API_KEY``); never written or logged.
         local: a model name (embedded, hub id or folder), a :class:`~traitvec.models.LoadedModel`,
             or True for ``smollm2-135m-instruct``.
-        cache_path: score cache file; ``None`` for the default, ``False`` for none.
+        cache_path: score cache file; ``None`` for the default, ``False`` (or the strings ``"off"``,
+            ``"none"``) for none.
         concurrency: API requests in flight.
 
     Raises:
@@ -344,6 +345,7 @@ def make_judge(
         >>> judge = make_judge()  # OPENAI_API_KEY set → gpt-4.1-mini; unset → local smoke-test judge
         >>> judge.describe()["smoke_test"]
     """
+    cache_path = _cache_arg(cache_path)
     if local is None or local is False:
         key = api_key or os.environ.get("OPENAI_API_KEY") or None
         url = base_url or os.environ.get("OPENAI_BASE_URL") or None
@@ -370,10 +372,10 @@ def make_judge(
     return LocalJudge(loaded, cache_path=False if cache_path is None else cache_path)
 
 
-def _cache_arg(value: str | None) -> str | Literal[False] | None:
-    if value is None:
-        return None
-    if value.strip().lower() in ("", "off", "none", "false", "no"):
+def _cache_arg(
+    value: str | os.PathLike[str] | Literal[False] | None,
+) -> str | os.PathLike[str] | Literal[False] | None:
+    if isinstance(value, str) and value.strip().lower() in ("", "off", "none", "false", "no"):
         return False
     return value
 
@@ -402,7 +404,7 @@ def main_judge(args: argparse.Namespace) -> int:
         args.judge_model,
         base_url=args.judge_base_url,
         local=args.local_judge,
-        cache_path=_cache_arg(args.judge_cache),
+        cache_path=args.judge_cache,
         concurrency=concurrency,
     )
     trait_score = judge.score_trait(trait, [args.question], [args.answer])[0]
