@@ -326,6 +326,16 @@ def test_final_failure_is_recorded_not_zeroed(fault: Fault, reason: str, tmp_pat
         assert server.request_count == 5
 
 
+def test_connection_errors_are_retried_then_recorded(tmp_path: Path) -> None:
+    with JudgeServer() as closed:
+        url = closed.base_url  # nothing listens there once the server has stopped
+    judge = OpenAIJudge("m", base_url=url, api_key=KEY, max_retries=1, backoff_base=0.01, cache_path=False)
+    [score] = judge.score_coherence(["Q?"], ["A."])
+    assert score.status == "failed" and score.score is None
+    assert "connection error" in (score.reason or "") and "2 attempts" in (score.reason or "")
+    assert judge.usage()["retries"] == 1 and judge.usage()["failures"] == 1
+
+
 def test_bad_key_and_unknown_model_raise(tmp_path: Path) -> None:
     body = json.dumps({"error": {"message": f"Incorrect API key provided: {KEY}", "type": "invalid_request_error"}})
     with JudgeServer(lambda r: Fault(401, body)) as server:

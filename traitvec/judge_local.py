@@ -30,7 +30,7 @@ import logging
 import os
 import threading
 from collections import defaultdict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -193,6 +193,7 @@ class LocalJudge:
         answer_prefix: text put at the start of the model's reply, so that the next tokens are the
             number (small chat models otherwise open with ``"The"`` or ``"["``).
         vocab: the tokens that spell numbers (default: every digit token of the tokenizer).
+        show_progress: show a progress bar over batches (tqdm).
 
     Example:
         >>> judge = LocalJudge(load_model("smollm2-135m-instruct"))
@@ -201,6 +202,7 @@ class LocalJudge:
     """
 
     smoke_test = True
+    mode: Literal["local"] = "local"
 
     def __init__(
         self,
@@ -212,6 +214,7 @@ class LocalJudge:
         cache_path: str | os.PathLike[str] | Literal[False] | None = False,
         answer_prefix: str = "Score:",
         vocab: DigitVocab | None = None,
+        show_progress: bool = False,
     ) -> None:
         if not 0.0 <= min_mass <= 1.0:
             raise JudgeError(f"LocalJudge min_mass={min_mass!r} is invalid; expected a number in [0, 1]")
@@ -228,12 +231,11 @@ class LocalJudge:
         )
         self._cache: ScoreCache | None = None
         self._vocab: DigitVocab | None = vocab
+        self.show_progress = show_progress
         self._lock = threading.RLock()
         self._usage = dict.fromkeys(("requests", "cache_hits", "prompt_tokens", "completion_tokens", "retries",
                                      "failures", "abstentions", "ok", "forward_passes"), 0)  # fmt: skip
         self._hashes: dict[str, str] = {}
-
-    mode: Literal["local"] = "local"
 
     # ------------------------------------------------------------------ public
 
@@ -282,8 +284,13 @@ class LocalJudge:
                 self._count(cache_hits=1)
             else:
                 todo.append(index)
+        starts: Iterable[int] = range(0, len(todo), self.batch_size)
+        if self.show_progress and len(todo) > self.batch_size:
+            from tqdm.auto import tqdm  # type: ignore[import-untyped]
+
+            starts = tqdm(starts, desc=f"local judge ({prompts[0].kind})", unit="batch")
         with self._lock:
-            for start in range(0, len(todo), self.batch_size):
+            for start in starts:
                 chunk = todo[start : start + self.batch_size]
                 dists = self.distributions([prompts[i].text for i in chunk])
                 for index, dist in zip(chunk, dists, strict=True):

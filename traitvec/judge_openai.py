@@ -447,7 +447,7 @@ class OpenAIJudge:
         if self._logprobs is not False:
             outcome = await self._attempts(prompt, "logprobs", state)
             if isinstance(outcome, JudgeScore):
-                if outcome.status != "failed":
+                if outcome.status != "failed" and self._logprobs is None:
                     self._logprobs = True
                 return outcome
             if outcome.certain:

@@ -442,7 +442,7 @@ def _make_handler(owner: JudgeServer) -> type[BaseHTTPRequestHandler]:
             except json.JSONDecodeError:
                 self._json(400, {"error": {"message": "request body is not JSON", "type": "invalid_request_error"}})
                 return
-            owner._record(body, self.headers)
+            owner._record(body, dict(self.headers.items()))
             owner._enter()
             try:
                 self._answer(body)
