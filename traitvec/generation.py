@@ -66,6 +66,7 @@ def generate(
     prompts: Sequence[Sequence[int]] | Sequence[str],
     *,
     max_new_tokens: int = 64,
+    min_new_tokens: int = 0,
     do_sample: bool = False,
     temperature: float = 1.0,
     top_p: float = 1.0,
@@ -84,6 +85,8 @@ def generate(
         prompts: token id lists, or question strings (encoded with the chat template or the
             plain question/answer frame, see :mod:`traitvec.prompting`).
         max_new_tokens: tokens to generate per prompt.
+        min_new_tokens: tokens generated before an end-of-sequence token may end a row (for
+            fixed-length timing).
         do_sample: sample instead of greedy decoding.
         temperature: sampling temperature.
         top_p: nucleus sampling mass.
@@ -139,6 +142,7 @@ def generate(
                 seed + number,
                 stop,
                 tuple(stop_strings),
+                min_new_tokens,
             )
             for i, out in zip(batch, outputs, strict=True):
                 results[i] = out
@@ -180,6 +184,7 @@ def _generate_batch(
     seed: int,
     stop: set[int],
     stop_strings: tuple[str, ...] = (),
+    min_new_tokens: int = 0,
 ) -> list[Generation]:
     from transformers import GenerationConfig
 
@@ -191,7 +196,11 @@ def _generate_batch(
         input_ids[row, width - len(ids) :] = torch.tensor(ids)
         attention[row, width - len(ids) :] = 1
     settings = dict(
-        max_new_tokens=max_new_tokens, do_sample=do_sample, pad_token_id=pad, eos_token_id=sorted(stop) or None
+        max_new_tokens=max_new_tokens,
+        min_new_tokens=min_new_tokens or None,
+        do_sample=do_sample,
+        pad_token_id=pad,
+        eos_token_id=sorted(stop) or None,
     )
     if do_sample:
         settings.update(temperature=temperature, top_p=top_p, top_k=0)
