@@ -9,8 +9,9 @@ On the same prefills (default: up to 300 real prefills from the bundled traits) 
   (c) naive     full model with output_hidden_states=True, one prefill at a time
   (d) nnsight   an nnsight trace per batch saving every layer's output
 
-and prints tokens/s for each, then the peak extra memory of capture for 1x and 4x longer
-prefills (each in a fresh subprocess, RSS sampled every 2 ms), and ends with
+and prints tokens/s for each, then the peak extra memory (RSS sampled every 2 ms, each in a fresh
+subprocess) of capture and of the bare decoder stack on the same batches, for 1x and 4x longer
+prefills: capture's own share is the difference. It ends with
 
   ratios: traitvec_vs_limit=X speedup_vs_naive=Y speedup_vs_nnsight=Z
 
@@ -37,7 +38,7 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 
 from traitvec import list_traits, load_model, load_trait  # noqa: E402
-from traitvec.capture import capture, length_batches  # noqa: E402
+from traitvec.capture import capture, default_budget, length_batches  # noqa: E402
 from traitvec.traits import Prompt, Trait  # noqa: E402
 
 
@@ -133,13 +134,16 @@ def best_of(fn, repeats: int) -> float:
     return min(times)
 
 
-def memory_child(model: str, n: int, factor: int, budget: int) -> None:
-    """Run in a subprocess: print peak extra RSS (MiB) of one capture."""
+def memory_child(model: str, n: int, factor: int, budget: int, what: str) -> None:
+    """Run in a subprocess: print the peak extra RSS (MiB) of a capture of every prefill
+    (``what="capture"``), or of the bare decoder stack over the same batches (``what="limit"``)."""
     loaded = load_model(model)
     texts = real_prefills(n * factor)
     texts = [" ".join(texts[i * factor : (i + 1) * factor]) for i in range(n)]
     trait = as_trait(texts)
-    capture(loaded, trait, positions=["prefill-mean"], max_batch_tokens=budget)  # warm-up
+    encoded = [list(loaded.tokenizer(t)["input_ids"]) for t in texts]
+    # warm up kernels on one short prefill only, so the measured peak includes the batches' own buffers
+    capture(loaded, as_trait([texts[0][:40], texts[1][:40]]), positions=["prefill-mean"], max_batch_tokens=budget)
     page = os.sysconf("SC_PAGE_SIZE")
 
     def rss() -> int:
@@ -155,16 +159,14 @@ def memory_child(model: str, n: int, factor: int, budget: int) -> None:
 
     thread = threading.Thread(target=sample, daemon=True)
     thread.start()
-    acts = capture(loaded, trait, positions=["prefill-mean", "last-token"], max_batch_tokens=budget)
+    if what == "capture":
+        capture(loaded, trait, positions=["prefill-mean", "last-token"], max_batch_tokens=budget)
+    else:
+        run_limit(loaded, encoded, budget)
     running[0] = False
     thread.join()
-    tokens = sum(len(loaded.tokenizer(t.text)["input_ids"]) for t in trait.positive + trait.negative)
-    result_mib = sum(a.positive.numel() + a.negative.numel() for a in acts.values()) * 4 / 2**20
-    print(
-        json.dumps(
-            {"factor": factor, "tokens": tokens, "peak_extra_mib": (peak[0] - before) / 2**20, "result_mib": result_mib}
-        )
-    )
+    tokens = sum(len(e) for e in encoded)
+    print(json.dumps({"factor": factor, "what": what, "tokens": tokens, "peak_extra_mib": (peak[0] - before) / 2**20}))
 
 
 def main() -> None:
@@ -172,15 +174,17 @@ def main() -> None:
     parser.add_argument("--model", default="gemma-3-270m")
     parser.add_argument("--n", type=int, default=300, help="number of prefills (default 300)")
     parser.add_argument("--repeats", type=int, default=3, help="timed repeats, best kept (default 3)")
-    parser.add_argument("--budget", type=int, default=4096, help="padded tokens per batch (default 4096)")
+    parser.add_argument("--budget", type=int, help="padded tokens per batch (default: traitvec's, 1024 on CPU)")
     parser.add_argument("--naive-n", type=int, default=0, help="prefills for (c); default all")
     parser.add_argument("--memory-child", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--memory-what", default="capture", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.memory_child:
-        memory_child(args.model, 64, args.memory_child, args.budget)
+        memory_child(args.model, 64, args.memory_child, args.budget or 1024, args.memory_what)
         return
     torch.manual_seed(0)
     loaded = load_model(args.model)
+    args.budget = args.budget or default_budget(loaded)
     texts = real_prefills(args.n)
     trait = as_trait(texts)
     encoded = [list(loaded.tokenizer(t)["input_ids"]) for t in texts[: 2 * (len(texts) // 2)]]
@@ -211,10 +215,10 @@ def main() -> None:
         f"(d) nnsight  {tokens / t_nnsight:9.0f} tok/s  {t_nnsight:7.2f} s  nnsight trace saving every layer, batched"
     )
 
-    memory = []
+    memory = {}
     for factor in (1, 4):
-        out = subprocess.run(
-            [
+        for what in ("limit", "capture"):
+            command = [
                 sys.executable,
                 __file__,
                 "--model",
@@ -223,16 +227,18 @@ def main() -> None:
                 str(args.budget),
                 "--memory-child",
                 str(factor),
-            ],
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        memory.append(json.loads(out.stdout.strip().splitlines()[-1]))
-    for m in memory:
+                "--memory-what",
+                what,
+            ]
+            out = subprocess.run(command, capture_output=True, text=True, check=True)
+            memory[factor, what] = json.loads(out.stdout.strip().splitlines()[-1])
+    for factor in (1, 4):
+        cap, limit = memory[factor, "capture"], memory[factor, "limit"]
+        own = cap["peak_extra_mib"] - limit["peak_extra_mib"]
         print(
-            f"memory: {m['factor']}x prefill length ({m['tokens']} tokens): peak extra {m['peak_extra_mib']:.1f} MiB "
-            f"(result tensors {m['result_mib']:.1f} MiB)"
+            f"memory: {factor}x prefill length ({cap['tokens']} tokens, {args.budget} tokens/batch): capture peak "
+            f"extra {cap['peak_extra_mib']:.1f} MiB; bare decoder stack on the same batches "
+            f"{limit['peak_extra_mib']:.1f} MiB; capture's own {own:+.1f} MiB"
         )
     print(
         f"ratios: traitvec_vs_limit={t_limit / t_ours:.3f} speedup_vs_naive={t_naive / t_ours:.2f} "

@@ -99,9 +99,8 @@ def main() -> None:
     sequential = best_of(lambda: [run(sweep_q, [c] * len(sweep_q)) for c in configs], max(1, args.repeats - 1))
 
     rows = len(qs) * tokens
-    print(
-        f"model {loaded.name}: {loaded.num_layers} layers, {torch.get_num_threads()} threads; {tokens} new tokens per row"
-    )
+    threads = torch.get_num_threads()
+    print(f"model {loaded.name}: {loaded.num_layers} layers, {threads} threads; {tokens} new tokens per row")
     print(f"(1) unsteered           {len(qs):3d} rows  {unsteered:7.2f} s  {rows / unsteered:7.1f} tok/s")
     print(f"(1) steered (layer {middle:2d})   {len(qs):3d} rows  {steered:7.2f} s  {rows / steered:7.1f} tok/s")
     print(f"(2) sweep of 8, batched {len(batched_prompts):3d} rows  {batched:7.2f} s  (one generate call)")

@@ -183,8 +183,10 @@ def length_batches(lengths: Sequence[int], max_batch_tokens: int) -> list[list[i
     return batches
 
 
-def _default_budget(loaded: LoadedModel) -> int:
-    return 32768 if loaded.device.type == "cuda" else 4096
+def default_budget(loaded: LoadedModel) -> int:
+    """Padded tokens per capture batch: 32768 on GPU; 1024 on CPU, where small batches stay in cache
+    (measured on gemma-3-270m, 2 cores: 530 tok/s at 1024 against 380 at 4096)."""
+    return 32768 if loaded.device.type == "cuda" else 1024
 
 
 def capture_sequences(
@@ -203,7 +205,7 @@ def capture_sequences(
         selections: per sequence, its token ids and the positions each reduction averages.
             Every sequence must name the same reductions.
         layers: 0-based decoder layers, sorted.
-        max_batch_tokens: padded tokens per batch (default 4096 on CPU, 32768 on GPU); halves
+        max_batch_tokens: padded tokens per batch (default 1024 on CPU, 32768 on GPU); halves
             on out-of-memory.
         padding_side: where padding goes; results are the same either way.
         show_progress: show a tqdm bar.
@@ -225,7 +227,7 @@ def capture_sequences(
                 raise ValueError(f"sequence {i}: reduction {name!r} selects no token")
     width = loaded.hidden_size
     out = {name: torch.zeros(len(selections), len(layers), width, dtype=torch.float32) for name in names}
-    budget = max_batch_tokens or _default_budget(loaded)
+    budget = max_batch_tokens or default_budget(loaded)
     lengths = [len(s.ids) for s in selections]
     pending = length_batches(lengths, budget)
     bar = None

@@ -50,7 +50,7 @@ class ExperimentConfig:
         layers: layers to extract and steer (0-based decoder layers); ``None`` means all.
         layers_path: attribute path of the decoder-layer list, for unknown architectures.
         revision: a Hugging Face revision (branch, tag or commit) for hub models.
-        max_batch_tokens: token budget of one capture batch (padded tokens).
+        max_batch_tokens: token budget of one capture batch (padded tokens); default 1024 on CPU, 32768 on GPU.
     """
 
     name: str
@@ -63,7 +63,7 @@ class ExperimentConfig:
     layers: tuple[int, ...] | None = None
     layers_path: str | None = None
     revision: str | None = None
-    max_batch_tokens: int = 4096
+    max_batch_tokens: int | None = None
 
     def __post_init__(self) -> None:
         where = self.path / "config.toml"
@@ -84,7 +84,9 @@ class ExperimentConfig:
                 raise ConfigError(f"{where}: layers = {list(self.layers)!r}; layer indices are 0-based and >= 0")
         if self.layers_path is not None and not isinstance(self.layers_path, str):
             raise ConfigError(f'{where}: layers_path must be a dotted attribute path such as "model.layers"')
-        if not isinstance(self.max_batch_tokens, int) or self.max_batch_tokens < 16:
+        if self.max_batch_tokens is not None and (
+            not isinstance(self.max_batch_tokens, int) or self.max_batch_tokens < 16
+        ):
             raise ConfigError(f"{where}: max_batch_tokens = {self.max_batch_tokens!r}; use an integer >= 16")
 
     def to_dict(self) -> dict[str, Any]:
