@@ -203,6 +203,26 @@ def _export_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--absolute", action="store_true", help="treat the coefficient as an absolute length")
 
 
+@_command("steer", "answer questions with and without a vector, side by side", "traitvec.commands:cmd_steer")
+def _steer_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--experiment", required=True, metavar="S", help="experiment whose model answers")
+    _experiments_root(p)
+    p.add_argument("--vector", required=True, help="a vector file (.safetensors with its .json sidecar)")
+    p.add_argument("--layer", type=int, required=True, help="layer to steer")
+    p.add_argument(
+        "--coefficient",
+        type=float,
+        action="append",
+        required=True,
+        help="strength in spread units; repeat for several (all run in one batch)",
+    )
+    p.add_argument("--mode", choices=("add", "ablate", "pin"), default="add")
+    p.add_argument("--positions", choices=("all", "prompt", "response"), default="all")
+    p.add_argument("--absolute", action="store_true", help="coefficients are absolute lengths, not spread units")
+    p.add_argument("--max-new-tokens", type=int, default=64, metavar="N")
+    p.add_argument("questions", nargs="+", help="questions to answer")
+
+
 def run_subcommand(name: str, argv: Sequence[str], prog: str) -> int:
     """Run one subcommand under another program name (the ``extraction/*.py`` scripts)."""
     help_, add_arguments, _ = _COMMANDS[name]

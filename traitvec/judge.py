@@ -38,6 +38,7 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar, runtime_checkable
 
 from .errors import JudgeError
+from .stats import t975
 from .traits import Trait
 
 if TYPE_CHECKING:
@@ -145,25 +146,6 @@ class ScoreSummary:
         return data
 
 
-# t(0.975, df) for df = 1..30; beyond, a Cornish–Fisher expansion accurate to 1e-5.
-_T975 = (12.706205, 4.302653, 3.182446, 2.776445, 2.570582, 2.446912, 2.364624, 2.306004, 2.262157, 2.228139,
-         2.200985, 2.178813, 2.160369, 2.144787, 2.13145, 2.119905, 2.109816, 2.100922, 2.093024, 2.085963,
-         2.079614, 2.073873, 2.068658, 2.063899, 2.059539, 2.055529, 2.051831, 2.048407, 2.04523, 2.042272)  # fmt: skip
-_Z975 = 1.959963984540054
-
-
-def _t975(df: int) -> float:
-    if df <= len(_T975):
-        return _T975[df - 1]
-    z = _Z975
-    return (
-        z
-        + (z**3 + z) / (4 * df)
-        + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * df**2)
-        + (3 * z**7 + 19 * z**5 + 17 * z**3 - 15 * z) / (384 * df**3)
-    )
-
-
 def summarize(scores: Sequence[JudgeScore]) -> ScoreSummary:
     """Count outcomes and average the ok scores, with a t-interval.
 
@@ -185,7 +167,7 @@ def summarize(scores: Sequence[JudgeScore]) -> ScoreSummary:
     sd: float | None = None
     if mean is not None and len(values) >= 2:
         sd = math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (len(values) - 1))
-        half = _t975(len(values) - 1) * sd / math.sqrt(len(values))
+        half = t975(len(values) - 1) * sd / math.sqrt(len(values))
         ci95 = (max(0.0, mean - half), min(100.0, mean + half))
     return ScoreSummary(len(scores), len(values), n_failed, n_abstained, mean, ci95, sd)
 

@@ -358,20 +358,10 @@ def _coherent(responses: list[dict[str, Any]], floor: float) -> bool:
 
 
 def _summary(responses: list[dict[str, Any]]) -> dict[str, Any]:
-    out = {}
-    for kind in ("trait", "coherence"):
-        scores = [r[kind] for r in responses]
-        ok = [s["score"] for s in scores if s["status"] == "ok" and s["score"] is not None]
-        mean, ci = mean_ci(ok)
-        out[kind] = {
-            "n": len(scores),
-            "n_ok": len(ok),
-            "n_failed": sum(s["status"] == "failed" for s in scores),
-            "n_abstained": sum(s["status"] == "abstained" for s in scores),
-            "mean": mean,
-            "ci95": list(ci) if ci else None,
-        }
-    return out
+    """Trait and coherence summaries (n, n_ok, n_failed, n_abstained, mean, ci95) of recorded responses."""
+    from .judge import JudgeScore, summarize
+
+    return {kind: summarize([JudgeScore(**r[kind]) for r in responses]).to_dict() for kind in ("trait", "coherence")}
 
 
 def _projections(
@@ -435,7 +425,8 @@ def format_results(results: dict[str, Any]) -> str:
         f"- coefficients in spread units; {len(results['questions'])} questions × "
         f"{results['settings']['samples']} sample(s)",
         "",
-        "| layer | coefficient | trait (mean ± CI) | coherence | trait gain | projection gain | n / failed / abstained |",
+        "| layer | coefficient | trait (mean ± CI) | coherence | trait gain | projection gain "
+        "| n / failed / abstained |",
         "|---|---|---|---|---|---|---|",
         f"| – | 0 (baseline) | {_fmt(base['trait']['mean'])} | {_fmt(base['coherence']['mean'])} | – | – | "
         f"{base['trait']['n']} / {base['trait']['n_failed']} / {base['trait']['n_abstained']} |",

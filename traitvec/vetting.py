@@ -211,8 +211,8 @@ def format_vetting(report: dict[str, Any], *, max_failing: int = 40) -> str:
     sep, ci = report["separation"], report["separation_ci95"]
     lines = [
         f"{report['trait']}: scenario vetting on {report['model']['name']}, judge {report['judge'].get('name')}",
-        f"  positive mean {_num(pos['mean'])}  (n={pos['n']}, failed {pos['n_failed']}, abstained {pos['n_abstained']})",
-        f"  negative mean {_num(neg['mean'])}  (n={neg['n']}, failed {neg['n_failed']}, abstained {neg['n_abstained']})",
+        f"  positive mean {_num(pos['mean'])}  {_counts(pos)}",
+        f"  negative mean {_num(neg['mean'])}  {_counts(neg)}",
         f"  separation    {_num(sep)}  95% CI {('[' + _num(ci[0]) + ', ' + _num(ci[1]) + ']') if ci else '-'}"
         f"  -> {'PASS' if report['passed'] else 'FAIL'} (needs > {report['settings']['threshold']:g})",
         f"  pairs with both sides passing: {report['n_pairs_passed']} / {report['n_pairs']}",
@@ -233,6 +233,10 @@ def format_vetting(report: dict[str, Any], *, max_failing: int = 40) -> str:
     if report.get("smoke_test"):
         lines.append("  WARNING: scored by a tiny local judge: a smoke test, not a measurement")
     return "\n".join(lines)
+
+
+def _counts(summary: dict[str, Any]) -> str:
+    return f"(n={summary['n']}, failed {summary['n_failed']}, abstained {summary['n_abstained']})"
 
 
 def _num(value: float | None) -> str:
