@@ -654,6 +654,28 @@ def test_every_external_trait_gets_a_report() -> None:
     assert text.splitlines()[-1].startswith("audited 13 trait(s)")
 
 
+def test_bundled_traits_pass_the_audit_as_the_datasets_readme_says() -> None:
+    """Every trait in datasets/traits passes with no error and no warning, with the counts in datasets/README.md."""
+    from traitvec.traits import list_traits
+
+    root = Path(__file__).resolve().parents[1] / "datasets"
+    names = list_traits(root / "traits")
+    assert len(names) >= 6
+    table = {}
+    for line in (root / "README.md").read_text(encoding="utf-8").splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if line.startswith("| `") and len(cells) == 7:
+            table[cells[0].strip("`")] = (int(cells[3]), int(cells[4]), cells[5])
+    assert sorted(table) == sorted(names)
+    for report in audit_traits(names, root / "traits"):
+        problems = [f"{f.check}: {f.message}" for f in report.findings if f.severity != "ok"]
+        assert not problems, (report.trait, problems)
+        trait = load_trait(report.trait, root / "traits")
+        assert report.n_pairs == trait.n_pairs >= 150
+        assert 15 <= len(trait.questions) <= 20 and trait.eval_prompt
+        assert table[report.trait] == (trait.n_pairs, len(trait.questions), "pass: 0 errors, 0 warnings")
+
+
 # --------------------------------------------------------------------------------------------
 # command line
 

@@ -157,3 +157,62 @@ def test_vetting_on_the_embedded_base_model(root: Path, trait: str, tmp_path: Pa
     assert report["positive"]["n"] == n and report["negative"]["n"] == n and n_requests == 2 * n
     assert all(s["continuation"] and s["continuation_tokens"] for s in report["scenarios"])
     assert "separation" in capsys.readouterr().out
+
+
+def test_pipeline_end_to_end_on_the_embedded_model(tmp_path: Path, monkeypatch, capsys) -> None:
+    """The whole pipeline on gemma-3-270m, a trait nobody here wrote, and a judge on 127.0.0.1."""
+    if not EXTERNAL.is_dir():
+        pytest.skip(f"{EXTERNAL} is absent")
+    from traitvec.cli import main
+    from traitvec.testing import JudgeServer, KeywordResponder
+
+    trait = "emotion_set/optimism"
+    experiments = tmp_path / "experiments"
+    (experiments / "gemma").mkdir(parents=True)
+    (experiments / "gemma" / "config.toml").write_text('model = "gemma-3-270m"\n')
+    args = [
+        "run",
+        "--experiment",
+        "gemma",
+        "--traits",
+        trait,
+        "--traits-root",
+        str(EXTERNAL),
+        "--experiments-root",
+        str(experiments),
+        "--judge-model",
+        "test-judge",
+        "--judge-cache",
+        str(tmp_path / "judge.sqlite"),
+        "--methods",
+        "mean-diff",
+        "--position",
+        "prefill-mean",
+        "--questions",
+        "4",
+        "--search-steps",
+        "2",
+        "--max-new-tokens",
+        "16",
+    ]
+    with JudgeServer(KeywordResponder()) as server:
+        monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
+        monkeypatch.setenv("OPENAI_API_KEY", "sk-test-embedded-pipeline")
+        assert main(args) == 0
+        first = len(server.requests)
+        assert main(args) == 0  # everything current: nothing recomputed, nothing re-judged
+        assert len(server.requests) == first
+    out = capsys.readouterr().out
+    assert trait in out and "projection gain" in out
+    folder = experiments / "gemma"
+    evaluation = json.loads((folder / "extraction" / trait / "evaluation.json").read_text())["positions"]["prefill-mean"]
+    results = json.loads((folder / "steering" / trait / "results.json").read_text())
+    assert results["baseline"]["trait"]["n"] == 4 and not results["smoke_test"]
+    assert len(results["runs"]) == 2 * 2  # two candidate layers, two search rounds
+    depth = evaluation["n_layers_model"] - 1
+    for run in results["runs"]:
+        assert 0.2 <= run["layer"] / depth <= 0.8 and run["coefficient"] > 0
+    assert len(results["responses"]) == 4 * (1 + 4)
+    assert all(r["trait"]["status"] == "ok" and r["text"] for r in results["responses"])
+    assert len(evaluation["layers"]) == evaluation["n_layers_model"] == 18
+    assert first == 2 * len(results["responses"])  # one trait and one coherence score per response

@@ -83,6 +83,12 @@ def test_pipeline_end_to_end_on_a_tiny_model(judge_env, tiny_experiments: Path, 
         assert set(response) >= {"question", "layer", "coefficient", "text", "trait", "coherence", "projection"}
         assert response["trait"]["mode"] == "logprobs" and response["trait"]["status"] == "ok"
     assert results["judge"]["name"] == "test-judge" and not results["smoke_test"]
+    base_coherence = results["baseline"]["coherence"]["mean"]
+    floor = results["coherence_floor"]
+    assert floor["requested"] == 70
+    assert floor["effective"] == (70 if base_coherence >= 70 else pytest.approx(base_coherence - 10))
+    for run in results["runs"]:
+        assert run["coherent"] == (run["coherence"]["mean"] >= floor["effective"])
     for name in ("results.md", "trait_coherence.png", "heatmap.png"):
         assert (folder / "steering/states/optimism" / name).stat().st_size > 0
     assert (folder / "extraction/states/optimism/vectors/mean-diff-prefill-mean.safetensors").is_file()

@@ -229,3 +229,13 @@ def test_spread_units_use_the_recorded_spread() -> None:
         Steer(torch.ones(32), layer=1, coefficient=1.0)
     with pytest.raises(ConfigError, match="has no layer 7"):
         Steer(vector, layer=7, coefficient=1.0)
+
+
+def test_effective_coherence_floor() -> None:
+    from traitvec.steering_eval import effective_floor
+
+    assert effective_floor(70, 88.0) == (70, None)
+    assert effective_floor(70, None) == (70, None)
+    floor, note = effective_floor(70, 39.5)
+    assert floor == pytest.approx(29.5) and "39.5" in note and "under the floor 70" in note
+    assert effective_floor(70, 4.0)[0] == 0.0

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import math
+import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +38,8 @@ from .traits import Trait
 __all__ = [
     "POSITIONS",
     "Position",
+    "BACKENDS",
+    "Backend",
     "Activations",
     "Selection",
     "capture",
@@ -49,6 +52,8 @@ logger = logging.getLogger(__name__)
 
 Position = Literal["prefill-mean", "last-token", "response-mean"]
 POSITIONS: tuple[Position, ...] = ("prefill-mean", "last-token", "response-mean")
+Backend = Literal["hooks", "nnsight"]
+BACKENDS: tuple[Backend, ...] = ("hooks", "nnsight")
 
 
 @dataclass(frozen=True)
@@ -197,6 +202,7 @@ def capture_sequences(
     max_batch_tokens: int | None = None,
     padding_side: Literal["left", "right"] = "right",
     show_progress: bool = False,
+    backend: Backend = "hooks",
 ) -> dict[str, torch.Tensor]:
     """Mean activations over selected positions of token sequences, at every layer in one pass.
 
@@ -209,10 +215,14 @@ def capture_sequences(
             on out-of-memory.
         padding_side: where padding goes; results are the same either way.
         show_progress: show a tqdm bar.
+        backend: ``"hooks"`` (traitvec's own forward hooks) or ``"nnsight"`` (the same reductions
+            inside an nnsight trace); both give the same numbers.
 
     Returns:
         ``{reduction name: tensor [n_sequences, n_layers, width]}``, float32 on CPU.
     """
+    if backend not in BACKENDS:
+        raise ConfigError(f"unknown capture backend {backend!r}; use one of {', '.join(BACKENDS)}")
     if not selections:
         raise ConfigError("nothing to capture: no sequences")
     names = tuple(selections[0].positions)
@@ -239,7 +249,9 @@ def capture_sequences(
         while pending:
             batch = pending.pop(0)
             try:
-                _capture_batch(loaded, [selections[i] for i in batch], batch, layers, names, out, padding_side)
+                _capture_batch(
+                    loaded, [selections[i] for i in batch], batch, layers, names, out, padding_side, backend
+                )
             except torch.OutOfMemoryError:
                 if len(batch) == 1:
                     raise ModelError(
@@ -269,6 +281,7 @@ def _capture_batch(
     names: tuple[str, ...],
     out: dict[str, torch.Tensor],
     padding_side: str,
+    backend: Backend = "hooks",
 ) -> None:
     device = loaded.device
     pad_id = loaded.tokenizer.pad_token_id
@@ -292,6 +305,13 @@ def _capture_batch(
     deepest = layers[-1]
     slot = {layer: i for i, layer in enumerate(layers)}
     row_index = torch.tensor(rows, dtype=torch.long)
+    if backend == "nnsight":
+        inputs = {"input_ids": input_ids, "attention_mask": attention, "position_ids": position_ids}
+        reduced = _nnsight_reduce(loaded, inputs, layers, weights, used)
+        for layer in layers:
+            for name in names:
+                out[name][row_index, slot[layer]] = reduced[layer][name].to("cpu")
+        return
 
     def hook(module: torch.nn.Module, args: Any, output: Any, *, layer: int) -> None:
         hidden = hidden_of(output)
@@ -312,6 +332,39 @@ def _capture_batch(
             pass
         else:  # pragma: no cover - the deepest hook always raises
             raise RuntimeError("capture did not reach the deepest requested layer")
+
+
+def _nnsight_reduce(
+    loaded: LoadedModel,
+    inputs: dict[str, torch.Tensor],
+    layers: tuple[int, ...],
+    weights: dict[str, torch.Tensor],
+    used: torch.Tensor,
+) -> dict[int, dict[str, torch.Tensor]]:
+    """The same reductions as the hooks, written inside an nnsight trace (stopped after the deepest layer)."""
+    try:
+        from nnsight import LanguageModel
+    except ImportError as err:  # pragma: no cover - nnsight is a core dependency
+        raise ConfigError(f"the nnsight capture backend needs nnsight ({err}); pip install nnsight") from None
+    wrapped = _NNSIGHT.get(loaded.model)
+    if wrapped is None:
+        wrapped = LanguageModel(loaded.model, tokenizer=loaded.tokenizer)
+        _NNSIGHT[loaded.model] = wrapped
+    stack: Any = wrapped
+    for part in loaded.layers_path.split("."):
+        stack = getattr(stack, part)
+    zero = torch.zeros((), dtype=loaded.model.dtype, device=loaded.device)
+    with torch.inference_mode(), wrapped.trace(dict(inputs), use_cache=False) as tracer:
+        saved = dict().save()
+        for layer in layers:
+            hidden = hidden_of(stack[layer].output)
+            hidden = torch.where(used, hidden, zero).float()
+            saved[layer] = {name: torch.einsum("bt,btd->bd", w, hidden) for name, w in weights.items()}
+        tracer.stop()
+    return saved
+
+
+_NNSIGHT: weakref.WeakKeyDictionary[torch.nn.Module, Any] = weakref.WeakKeyDictionary()
 
 
 def _bind(hook: Any, layer: int) -> Any:
@@ -338,6 +391,7 @@ def capture(
     max_batch_tokens: int | None = None,
     padding_side: Literal["left", "right"] = "right",
     show_progress: bool = False,
+    backend: Backend = "hooks",
 ) -> dict[str, Activations]:
     """Capture a trait's positive and negative activations at every requested layer.
 
@@ -353,6 +407,8 @@ def capture(
         max_batch_tokens: padded tokens per batch.
         padding_side: ``"right"`` or ``"left"``; results agree to float tolerance.
         show_progress: show progress bars.
+        backend: ``"hooks"`` (default, fastest) or ``"nnsight"``: the same reductions inside an
+            nnsight trace, for cross-checking against the tool most research code uses.
 
     Returns:
         ``{position: Activations}``.
@@ -409,6 +465,7 @@ def capture(
         max_batch_tokens=max_batch_tokens,
         padding_side=padding_side,
         show_progress=show_progress,
+        backend=backend,
     )
     n = trait.n_pairs
     description = loaded.describe()

@@ -119,6 +119,12 @@ def _extraction_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--layers", metavar="L", help="layers, e.g. 4,6,8 or 'all' (default: the config's, else all)")
     g.add_argument("--response-tokens", type=int, default=5, metavar="K", help="k for response-mean (default 5)")
     g.add_argument(
+        "--backend",
+        default="hooks",
+        metavar="B",
+        help="capture backend: hooks (default, fastest) or nnsight (the same numbers through an nnsight trace)",
+    )
+    g.add_argument(
         "--vetted-only",
         action="store_true",
         help="use only pairs whose both sides passed scenario vetting (needs vetting.json)",

@@ -26,7 +26,7 @@ from typing import Any
 
 from . import __version__
 from ._io import sha256_text, write_json
-from .capture import POSITIONS, Activations, capture, resolve_layers
+from .capture import BACKENDS, POSITIONS, Activations, capture, resolve_layers
 from .errors import ConfigError, VectorError
 from .evaluation import Evaluation, evaluate, plot_evaluation
 from .methods import METHODS, get_method
@@ -59,6 +59,7 @@ class ExtractionSettings:
         test_fraction: share of pairs held out for evaluation.
         seed: split seed.
         max_batch_tokens: capture batch budget.
+        backend: capture backend, ``hooks`` or ``nnsight`` (same numbers; not part of the inputs key).
     """
 
     positions: tuple[str, ...] = DEFAULT_POSITIONS
@@ -68,8 +69,11 @@ class ExtractionSettings:
     test_fraction: float = 0.25
     seed: int = 0
     max_batch_tokens: int | None = None
+    backend: str = "hooks"
 
     def __post_init__(self) -> None:
+        if self.backend not in BACKENDS:
+            raise ConfigError(f"--backend {self.backend!r} is not one of {', '.join(BACKENDS)}")
         for position in self.positions:
             if position not in POSITIONS:
                 raise ConfigError(f"--position {position!r} is not one of {', '.join(POSITIONS)}")
@@ -183,6 +187,7 @@ def extract_trait(
             response_tokens=settings.response_tokens,
             max_batch_tokens=settings.max_batch_tokens,
             show_progress=show_progress,
+            backend=settings.backend,  # type: ignore[arg-type]
         )
         for position, acts in captured.items():
             acts = Activations(**{**acts.__dict__, "extra": {**acts.extra, "inputs_key": keys[position]}})

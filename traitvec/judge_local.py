@@ -13,8 +13,9 @@ whose probability falls below ``prune`` are not expanded. The score is ``Σ n·P
 the mass ``Σ P(n)``; below ``min_mass`` the judge abstains.
 
 Forward passes are batched: the prompts of a batch go through the model once, left-padded with
-explicit position ids, keeping the KV cache; each tree level then feeds only its few digit tokens
-against a copy of that cache, so a score costs about one prompt pass.
+explicit position ids, keeping the KV cache; each tree level is then one more pass that appends
+all its digit-token nodes to that cache at once, each masked to see only its prompt and its own
+ancestors (tree attention), so a score costs about one prompt pass and no cache is ever copied.
 
 A 135M-parameter judge cannot rate traits reliably: scores from it are a smoke test of the
 pipeline, not a measurement (``smoke_test`` is True and :func:`~traitvec.judge.make_judge` says so
@@ -391,14 +392,14 @@ class LocalJudge:
             return list(tokenizer(rendered + self.answer_prefix, add_special_tokens=False)["input_ids"])
         return list(tokenizer(f"{text}\n\n{self.answer_prefix}")["input_ids"])
 
-    def _forward(self, **inputs: Any) -> Any:
+    def _forward(self, keep: int = 1, **inputs: Any) -> Any:
         model = self.loaded.model
         cache = inputs.pop("cache", None)
         parameters = inspect.signature(model.forward).parameters
         if cache is not None:
             inputs["cache" if "cache" in parameters else "past_key_values"] = cache
         if "logits_to_keep" in parameters:
-            inputs["logits_to_keep"] = 1  # only the last position's distribution is read
+            inputs["logits_to_keep"] = keep  # only the last ``keep`` positions' distributions are read
         self._count(forward_passes=1)
         return model(**inputs, use_cache=True)
 
@@ -419,12 +420,68 @@ class LocalJudge:
         self._count(prompt_tokens=int(mask.sum()), requests=len(encoded))
         probs = torch.softmax(out.logits[:, -1, :].float(), dim=-1).cpu()
         cache = out.cache if hasattr(out, "cache") else out.past_key_values
-        return _Root(probs=probs, cache=cache, mask=mask.to(device), lengths=mask.sum(-1).to(device))
+        window = _sliding_window(self.loaded.model.config)
+        tree = window is None or width + _TREE_ROOM < window
+        return _Root(probs=probs, cache=cache, mask=mask.to(device), lengths=mask.sum(-1), kv_length=width, tree=tree)
 
     def _next_probs(
         self, root: _Root, vocab: DigitVocab, requests: Sequence[tuple[int, tuple[int, ...]]]
     ) -> list[dict[int, float]]:
-        """Distributions after each (prompt, digit tokens) request: one new token per node on its parent's cache."""
+        """Distributions after each (prompt, digit tokens) request: one tree level in one forward pass.
+
+        Tree attention: every node of the level is appended to its prompt's row of the shared KV
+        cache as one more position, and a 4D mask lets it see only its prompt's real tokens, its
+        own ancestors (appended at earlier levels) and itself. Siblings share a position id and
+        never see each other, so each node's distribution is exactly that of its prompt followed by
+        its digit tokens, and no cache is ever copied per node.
+        """
+        if not root.tree:
+            return self._next_probs_copying(root, vocab, requests)
+        ids = sorted(set(vocab.first) | set(vocab.cont) | set(vocab.lead))
+        index = torch.tensor(ids, dtype=torch.long)
+        out: list[dict[int, float] | None] = [None] * len(requests)
+        per_row: dict[int, list[int]] = defaultdict(list)
+        for k, (row, suffix) in enumerate(requests):
+            if not suffix:
+                out[k] = dict(zip(ids, root.probs[row, index].tolist(), strict=True))
+            else:
+                per_row[row].append(k)
+        if per_row:
+            device = root.mask.device
+            rows = root.mask.shape[0]
+            width = max(len(ks) for ks in per_row.values())
+            past = root.kv_length
+            dtype = self.loaded.model.dtype
+            tokens = torch.full((rows, width), int(self.loaded.tokenizer.pad_token_id), dtype=torch.long)
+            positions = torch.zeros((rows, width), dtype=torch.long)
+            allowed = torch.zeros((rows, width, past + width), dtype=torch.bool)
+            allowed[:, :, : root.mask.shape[1]] = root.mask.bool().cpu()[:, None, :]
+            for j in range(width):
+                allowed[:, j, past + j] = True  # every query sees itself (unused slots see only that)
+            for row, ks in per_row.items():
+                for j, k in enumerate(ks):
+                    suffix = requests[k][1]
+                    tokens[row, j] = suffix[-1]
+                    positions[row, j] = int(root.lengths[row]) + len(suffix) - 1
+                    for depth in range(1, len(suffix)):
+                        allowed[row, j, root.slots[(row, suffix[:depth])]] = True
+                    root.slots[(row, suffix)] = past + j
+            mask = torch.zeros(allowed.shape, dtype=dtype).masked_fill_(~allowed, torch.finfo(dtype).min)
+            result = self._forward(keep=width, input_ids=tokens.to(device), attention_mask=mask[:, None].to(device),
+                                   position_ids=positions.to(device), cache=root.cache)  # fmt: skip
+            root.cache = result.cache if hasattr(result, "cache") else result.past_key_values
+            root.kv_length = past + width
+            probs = torch.softmax(result.logits[:, -width:, :].float(), dim=-1)[:, :, index].cpu()
+            for row, ks in per_row.items():
+                for j, k in enumerate(ks):
+                    out[k] = dict(zip(ids, probs[row, j].tolist(), strict=True))
+        return [o if o is not None else {} for o in out]
+
+    def _next_probs_copying(
+        self, root: _Root, vocab: DigitVocab, requests: Sequence[tuple[int, tuple[int, ...]]]
+    ) -> list[dict[int, float]]:
+        """As :meth:`_next_probs`, one new token per node on a copy of its parent's cache: for sliding-window
+        models whose cache would drop prompt tokens once the tree's nodes are appended."""
         ids = sorted(set(vocab.first) | set(vocab.cont) | set(vocab.lead))
         index = torch.tensor(ids, dtype=torch.long)
         out: list[dict[int, float] | None] = [None] * len(requests)
@@ -479,10 +536,28 @@ def _select_rows(cache: Any, rows: torch.Tensor) -> Any:
     return selected
 
 
+_TREE_ROOM = 64  # cache positions the tree's nodes may add per prompt (≤ 12 per level, ≤ 4 levels)
+
+
+def _sliding_window(config: Any) -> int | None:
+    """The smallest attention window of the model's layers, or None when every layer sees everything."""
+    config = getattr(config, "text_config", None) or config
+    window = getattr(config, "sliding_window", None)
+    if not window or getattr(config, "use_sliding_window", True) is False:
+        return None
+    types = getattr(config, "layer_types", None)
+    if types is not None and not any("sliding" in str(t) for t in types):
+        return None
+    return int(window)
+
+
 @dataclass
 class _Root:
     probs: torch.Tensor  # [batch, vocab] next-token probabilities after each prompt
     cache: Any  # the model's KV cache for the batch
     mask: torch.Tensor  # [batch, width] attention mask (left padding)
     lengths: torch.Tensor  # [batch] real tokens per prompt
+    kv_length: int  # positions in the cache: the padded prompts, then every tree node appended so far
+    tree: bool = True  # tree attention on the shared cache; False: per-node cache copies (sliding windows)
+    slots: dict[tuple[int, tuple[int, ...]], int] = field(default_factory=dict)  # node → its cache position
     nodes: dict[tuple[int, tuple[int, ...]], tuple[Any, int]] = field(default_factory=dict)  # node → (cache, row)

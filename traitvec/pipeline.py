@@ -84,6 +84,7 @@ def _settings(args: argparse.Namespace, config: ExperimentConfig) -> ExtractionS
         layers=layers,
         response_tokens=args.response_tokens,
         max_batch_tokens=config.max_batch_tokens,
+        backend=args.backend,
     )
 
 

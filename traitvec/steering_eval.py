@@ -12,7 +12,9 @@ Protocol (per trait):
    each layer starts at ``start`` (spread units, sign from the trait's ``direction``), doubles
    while mean coherence stays at or above the floor, then bisects (geometric mean) between the
    last coherent and the first incoherent coefficient until they are within 25% or the steps run
-   out.
+   out. When the unsteered baseline itself scores under the floor (a small model, or a judge that
+   rates everything low), the floor used is the baseline's coherence minus 10 points, with a
+   warning and both numbers in ``results.json``: an absolute floor would then allow no run at all.
 5. Best = the largest trait gain (sign-adjusted steered mean − baseline mean) among runs whose
    mean coherence is at or above the floor.
 
@@ -266,12 +268,15 @@ def run_steering_eval(
         rounds.append(run_round([(layer, 0.0) for layer in layers[:1]], 0))
         _checkpoint(progress_path, key, rounds)
     baseline = _summary(rounds[0]["responses"])
+    floor, floor_note = effective_floor(settings.coherence_floor, baseline["coherence"]["mean"])
+    if floor_note:
+        logger.warning("%s: %s", trait.name, floor_note)
     base_proj = {layer: _mean_projection(rounds[0]["responses"], layer) for layer in layers}
     searches = {layer: _Search(next=settings.start) for layer in layers}
     for record in rounds[1:]:  # replay finished rounds into the search state
         for layer, coefficient in record["configs"]:
             runs = [r for r in record["responses"] if r["layer"] == layer]
-            searches[layer].update(abs(coefficient), _coherent(runs, settings.coherence_floor))
+            searches[layer].update(abs(coefficient), _coherent(runs, floor))
     if len(rounds) > 1:
         logger.info("%s: resuming after %d finished rounds", trait.name, len(rounds) - 1)
     for number in range(len(rounds), settings.search_steps + 1):
@@ -285,7 +290,7 @@ def run_steering_eval(
         _checkpoint(progress_path, key, rounds)
         for layer, coefficient in configs:
             runs = [r for r in record["responses"] if r["layer"] == layer]
-            searches[layer].update(abs(coefficient), _coherent(runs, settings.coherence_floor))
+            searches[layer].update(abs(coefficient), _coherent(runs, floor))
 
     runs_out = []
     for record in rounds[1:]:
@@ -306,7 +311,7 @@ def run_steering_eval(
                     **summary,
                     "trait_gain": gain_trait,
                     "coherent": summary["coherence"]["mean"] is not None
-                    and summary["coherence"]["mean"] >= settings.coherence_floor,
+                    and summary["coherence"]["mean"] >= floor,
                     "projection": {"mean": proj_mean, "ci95": list(proj_ci) if proj_ci else None},
                     "projection_gain": None
                     if proj_mean is None or base_proj[layer] is None
@@ -329,6 +334,7 @@ def run_steering_eval(
         "direction": trait.direction,
         "layers": layers,
         "settings": asdict(settings),
+        "coherence_floor": {"requested": settings.coherence_floor, "effective": floor, "note": floor_note},
         "coefficient_unit": "spread (mean norm of mean-centred activations at extraction); sign follows direction",
         "questions": questions,
         "judge": judge_info,
@@ -350,6 +356,28 @@ def run_steering_eval(
     plot_steering(results, folder)
     progress_path.unlink(missing_ok=True)
     return results
+
+
+BASELINE_MARGIN = 10.0
+
+
+def effective_floor(requested: float, baseline_coherence: float | None) -> tuple[float, str | None]:
+    """The coherence floor the search uses, and why it differs from the requested one (or None).
+
+    Example:
+        >>> effective_floor(70, 88.0)
+        (70, None)
+        >>> effective_floor(70, 39.5)[0]
+        29.5
+    """
+    if baseline_coherence is None or baseline_coherence >= requested:
+        return requested, None
+    floor = max(0.0, baseline_coherence - BASELINE_MARGIN)
+    note = (
+        f"the unsteered baseline scores {baseline_coherence:.1f} coherence, under the floor {requested:g}; "
+        f"the search uses {floor:.1f} ({BASELINE_MARGIN:g} under the baseline) instead"
+    )
+    return floor, note
 
 
 def _coherent(responses: list[dict[str, Any]], floor: float) -> bool:
@@ -404,6 +432,15 @@ def _read(path: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
+def _floor_text(results: dict[str, Any]) -> str:
+    floor = results.get("coherence_floor") or {}
+    requested = floor.get("requested", results["settings"]["coherence_floor"])
+    effective = floor.get("effective", requested)
+    if effective == requested:
+        return f"{requested:g}"
+    return f"{effective:.1f} (requested {requested:g}; the unsteered baseline scores under it)"
+
+
 def _fmt(value: Any, digits: int = 1) -> str:
     if value is None:
         return "-"
@@ -421,7 +458,7 @@ def format_results(results: dict[str, Any]) -> str:
         f"- vector: `{vec['method']}` at `{vec['position']}`, extracted on {vec['extracted_on'].get('name')}",
         f"- steered model: {results['steer_model']['name']}; layers {results['layers']}; direction "
         f"{results['direction']}",
-        f"- judge: {results['judge'].get('name')}; coherence floor {results['settings']['coherence_floor']:g}",
+        f"- judge: {results['judge'].get('name')}; coherence floor {_floor_text(results)}",
         f"- coefficients in spread units; {len(results['questions'])} questions × "
         f"{results['settings']['samples']} sample(s)",
         "",
