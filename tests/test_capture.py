@@ -142,15 +142,20 @@ def test_batched_equals_one_at_a_time(arch: str, side: str) -> None:
 def test_nnsight_backend_matches_the_hooks(arch: str) -> None:
     """An independent route to the same numbers: the reductions written inside an nnsight trace."""
     loaded = make_model(arch)
+
+    def hooks() -> list[tuple[dict, dict]]:
+        return [(dict(layer._forward_hooks), dict(layer._forward_pre_hooks)) for layer in loaded.layers]
+
     positions = ["prefill-mean", "last-token", "response-mean"]
     ours = capture(loaded, make_trait(), positions=positions, response_tokens=3, padding_side="left")
+    before = hooks()
     theirs = capture(loaded, make_trait(), positions=positions, response_tokens=3, backend="nnsight")
+    assert hooks() == before
     for position in positions:
         torch.testing.assert_close(theirs[position].positive, ours[position].positive, atol=1e-5, rtol=1e-4)
         torch.testing.assert_close(theirs[position].negative, ours[position].negative, atol=1e-5, rtol=1e-4)
     reference = reference_prefill_means(loaded, TEXTS_POS)
     torch.testing.assert_close(theirs["prefill-mean"].positive, reference, atol=1e-5, rtol=1e-4)
-    assert all(not layer._forward_hooks and not layer._forward_pre_hooks for layer in loaded.layers)
     with pytest.raises(ConfigError, match="unknown capture backend 'tracer'; use one of hooks, nnsight"):
         capture(loaded, make_trait(), backend="tracer")
 

@@ -205,14 +205,17 @@ def test_pipeline_end_to_end_on_the_embedded_model(tmp_path: Path, monkeypatch, 
     out = capsys.readouterr().out
     assert trait in out and "projection gain" in out
     folder = experiments / "gemma"
-    evaluation = json.loads((folder / "extraction" / trait / "evaluation.json").read_text())["positions"]["prefill-mean"]
+    evaluation = json.loads((folder / "extraction" / trait / "evaluation.json").read_text())
+    evaluation = evaluation["positions"]["prefill-mean"]
     results = json.loads((folder / "steering" / trait / "results.json").read_text())
     assert results["baseline"]["trait"]["n"] == 4 and not results["smoke_test"]
     assert len(results["runs"]) == 2 * 2  # two candidate layers, two search rounds
     depth = evaluation["n_layers_model"] - 1
-    for run in results["runs"]:
-        assert 0.2 <= run["layer"] / depth <= 0.8 and run["coefficient"] > 0
+    sign = -1 if load_trait(trait, EXTERNAL).direction == "negative" else 1
+    for run in results["runs"]:  # candidate layers within 20-80% of depth; coefficients follow the direction
+        assert 0.2 <= run["layer"] / depth <= 0.8 and sign * run["coefficient"] > 0
     assert len(results["responses"]) == 4 * (1 + 4)
     assert all(r["trait"]["status"] == "ok" and r["text"] for r in results["responses"])
     assert len(evaluation["layers"]) == evaluation["n_layers_model"] == 18
-    assert first == 2 * len(results["responses"])  # one trait and one coherence score per response
+    distinct = {(r["question"], r["text"]) for r in results["responses"]}  # repeated answers are judged once
+    assert first == 2 * len(distinct)  # one trait and one coherence request per distinct answer

@@ -653,3 +653,11 @@ def test_local_judge_smollm2_on_and_off_trait(trait: Trait) -> None:
         else:
             assert s.status == "abstained" and s.score is None and s.reason
     assert judge.usage()["forward_passes"] >= 2
+
+
+def test_identical_prompts_in_one_batch_cost_one_request(server: JudgeServer, tmp_path: Path) -> None:
+    judge = judge_for(server, tmp_path, cache_path=False)
+    before = len(server.requests)
+    scores = judge.score_coherence(["Q1?", "Q2?", "Q1?", "Q1?"], ["A one.", "A two.", "A one.", "A other."])
+    assert len(server.requests) - before == 3
+    assert scores[0] == scores[2] and scores[0].score is not None and len(scores) == 4

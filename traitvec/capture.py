@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import math
+import warnings
 import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -249,9 +250,7 @@ def capture_sequences(
         while pending:
             batch = pending.pop(0)
             try:
-                _capture_batch(
-                    loaded, [selections[i] for i in batch], batch, layers, names, out, padding_side, backend
-                )
+                _capture_batch(loaded, [selections[i] for i in batch], batch, layers, names, out, padding_side, backend)
             except torch.OutOfMemoryError:
                 if len(batch) == 1:
                     raise ModelError(
@@ -348,7 +347,11 @@ def _nnsight_reduce(
         raise ConfigError(f"the nnsight capture backend needs nnsight ({err}); pip install nnsight") from None
     wrapped = _NNSIGHT.get(loaded.model)
     if wrapped is None:
-        wrapped = LanguageModel(loaded.model, tokenizer=loaded.tokenizer)
+        # nnsight 0.8 deprecates LanguageModel for TransformersModel, which builds a pipeline from a repo
+        # id; LanguageModel wraps the module already loaded here.
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="LanguageModel is deprecated")
+            wrapped = LanguageModel(loaded.model, tokenizer=loaded.tokenizer)
         _NNSIGHT[loaded.model] = wrapped
     stack: Any = wrapped
     for part in loaded.layers_path.split("."):

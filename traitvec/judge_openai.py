@@ -238,9 +238,16 @@ class OpenAIJudge:
         if not prompts:
             return []
         state = self._state()
-        tasks = [asyncio.ensure_future(self._score_one(p, state)) for p in prompts]
+        slot: dict[str, int] = {}  # identical prompts in one batch (the same answer twice) cost one request
+        distinct: list[JudgePrompt] = []
+        for p in prompts:
+            if p.text not in slot:
+                slot[p.text] = len(distinct)
+                distinct.append(p)
+        tasks = [asyncio.ensure_future(self._score_one(p, state)) for p in distinct]
         try:
-            results = list(await asyncio.gather(*tasks))
+            scored = list(await asyncio.gather(*tasks))
+            results = [scored[slot[p.text]] for p in prompts]
         except BaseException:
             for task in tasks:
                 task.cancel()

@@ -177,7 +177,7 @@ def run_steering_eval(
     questions = list(trait.questions[: settings.questions] if settings.questions else trait.questions)
     judge_info = judge.describe()
     inputs = {
-        "format": 1,
+        "format": 2,  # 2: baseline-relative coherence floor
         "vector": vector.extra.get("inputs_key") or vector.created,
         "steer_model": pool.fingerprint(steer_config),
         "settings": asdict(settings),
@@ -310,8 +310,7 @@ def run_steering_eval(
                     "round": record["round"],
                     **summary,
                     "trait_gain": gain_trait,
-                    "coherent": summary["coherence"]["mean"] is not None
-                    and summary["coherence"]["mean"] >= floor,
+                    "coherent": summary["coherence"]["mean"] is not None and summary["coherence"]["mean"] >= floor,
                     "projection": {"mean": proj_mean, "ci95": list(proj_ci) if proj_ci else None},
                     "projection_gain": None
                     if proj_mean is None or base_proj[layer] is None
