@@ -30,6 +30,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -108,7 +109,9 @@ def run_naive(loaded, texts: list[str]) -> None:
 def run_nnsight(loaded, encoded: list[list[int]], budget: int) -> None:
     from nnsight import LanguageModel
 
-    lm = LanguageModel(loaded.model, tokenizer=loaded.tokenizer)
+    with warnings.catch_warnings():  # nnsight 0.8 deprecates LanguageModel; it still wraps a loaded module
+        warnings.filterwarnings("ignore", message="LanguageModel is deprecated")
+        lm = LanguageModel(loaded.model, tokenizer=loaded.tokenizer)
     pad = loaded.tokenizer.pad_token_id
     for batch in length_batches([len(e) for e in encoded], budget):
         width = max(len(encoded[i]) for i in batch)

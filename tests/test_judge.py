@@ -661,3 +661,23 @@ def test_identical_prompts_in_one_batch_cost_one_request(server: JudgeServer, tm
     scores = judge.score_coherence(["Q1?", "Q2?", "Q1?", "Q1?"], ["A one.", "A two.", "A one.", "A other."])
     assert len(server.requests) - before == 3
     assert scores[0] == scores[2] and scores[0].score is not None and len(scores) == 4
+
+
+def test_cli_judge_text_mode_sends_no_logprob_request(
+    server: JudgeServer,
+    traits_root: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    restore_logging: None,
+) -> None:
+    from traitvec.cli import main
+
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    argv = ["judge", "--traits-root", str(traits_root), "--trait", "hum/optimism", "--question", "How?"]
+    argv += ["--answer", "A bright and hopeful answer.", "--judge-base-url", server.base_url]
+    argv += ["--judge-model", "test-judge", "--judge-cache", "off", "--judge-text-mode"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "trait hum/optimism: " in out and "mode text" in out and "mode logprobs" not in out
+    assert server.requests and not any(r.get("logprobs") for r in server.requests)

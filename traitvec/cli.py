@@ -85,6 +85,11 @@ def judge_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--judge-concurrency", type=int, default=16, metavar="N", help="requests in flight (default 16)")
     g.add_argument("--judge-cache", metavar="PATH", help="SQLite score cache (default: in traitvec's cache folder)")
     g.add_argument(
+        "--judge-text-mode",
+        action="store_true",
+        help="ask for a written number instead of logprobs (judge models that write numbers digit by digit)",
+    )
+    g.add_argument(
         "--local-judge",
         metavar="MODEL",
         help="score with this in-process model instead of an API (a smoke test, not a measurement); "

@@ -300,6 +300,7 @@ def make_judge(
     local: str | LoadedModel | bool | None = None,
     cache_path: str | os.PathLike[str] | Literal[False] | None = None,
     concurrency: int = 16,
+    text_mode: bool = False,
 ) -> Judge:
     """The judge the configuration asks for.
 
@@ -319,6 +320,8 @@ def make_judge(
         cache_path: score cache file; ``None`` for the default, ``False`` (or the strings ``"off"``,
             ``"none"``) for none.
         concurrency: API requests in flight.
+        text_mode: ask the API judge for a written number instead of logprobs (for judge models whose
+            tokenizer writes numbers digit by digit).
 
     Raises:
         JudgeError: a bad setting (e.g. a base URL without ``http://``).
@@ -335,7 +338,9 @@ def make_judge(
             from .judge_openai import OpenAIJudge
 
             name = model or os.environ.get("TRAITVEC_JUDGE_MODEL") or DEFAULT_JUDGE_MODEL
-            return OpenAIJudge(name, base_url=url, api_key=key, concurrency=concurrency, cache_path=cache_path)
+            return OpenAIJudge(
+                name, base_url=url, api_key=key, concurrency=concurrency, cache_path=cache_path, logprobs=not text_mode
+            )
         reason = "no judge API is configured (neither OPENAI_API_KEY nor OPENAI_BASE_URL is set)"
         local = DEFAULT_LOCAL_JUDGE
     else:
@@ -370,6 +375,21 @@ def _describe_score(label: str, s: JudgeScore) -> str:
     return f"{label}: {s.status}  (mode {s.mode}{mass}{cached}): {s.reason}"
 
 
+def judge_from_args(args: argparse.Namespace) -> Judge:
+    """:func:`make_judge` from the ``--judge-*`` / ``--local-judge`` options of a command."""
+    concurrency = args.judge_concurrency
+    if concurrency is None or concurrency < 1:
+        raise JudgeError(f"--judge-concurrency is {concurrency}; give a positive number of requests in flight")
+    return make_judge(
+        args.judge_model,
+        base_url=args.judge_base_url,
+        local=args.local_judge,
+        cache_path=args.judge_cache,
+        concurrency=concurrency,
+        text_mode=args.judge_text_mode,
+    )
+
+
 def main_judge(args: argparse.Namespace) -> int:
     """``traitvec judge``: score one answer for a trait and for coherence, and print both.
 
@@ -378,17 +398,8 @@ def main_judge(args: argparse.Namespace) -> int:
     """
     from .traits import load_trait
 
-    concurrency = args.judge_concurrency
-    if concurrency is None or concurrency < 1:
-        raise JudgeError(f"--judge-concurrency is {concurrency}; give a positive number of requests in flight")
     trait = load_trait(args.trait, args.traits_root)
-    judge = make_judge(
-        args.judge_model,
-        base_url=args.judge_base_url,
-        local=args.local_judge,
-        cache_path=args.judge_cache,
-        concurrency=concurrency,
-    )
+    judge = judge_from_args(args)
     trait_score = judge.score_trait(trait, [args.question], [args.answer])[0]
     coherence = judge.score_coherence([args.question], [args.answer])[0]
     info = judge.describe()

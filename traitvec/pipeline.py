@@ -177,15 +177,9 @@ def run_pipeline(args: argparse.Namespace, *, show_progress: bool = True) -> lis
 
 
 def _make_judge(args: argparse.Namespace) -> Any:
-    from .judge import make_judge
+    from .judge import judge_from_args
 
-    return make_judge(
-        model=args.judge_model,
-        base_url=args.judge_base_url,
-        local=args.local_judge,
-        cache_path=args.judge_cache,
-        concurrency=args.judge_concurrency,
-    )
+    return judge_from_args(args)
 
 
 def format_table(rows: list[list[str]], header: list[str]) -> str:

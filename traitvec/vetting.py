@@ -245,19 +245,13 @@ def _num(value: float | None) -> str:
 
 def cmd_vet(args: argparse.Namespace) -> int:
     """``traitvec vet`` / ``extraction/vet_scenarios.py``: exit 0 on pass, 1 when the separation fails."""
-    from .judge import make_judge
+    from .judge import judge_from_args
     from .pipeline import ModelPool
 
     config = load_experiment(args.experiment, args.experiments_root)
     trait = load_trait(args.trait, args.traits_root)
     settings = VetSettings(tokens=args.tokens, threshold=args.threshold, pass_score=args.pass_score)
-    judge = make_judge(
-        model=args.judge_model,
-        base_url=args.judge_base_url,
-        local=args.local_judge,
-        cache_path=args.judge_cache,
-        concurrency=args.judge_concurrency,
-    )
+    judge = judge_from_args(args)
     report = vet_trait(
         trait, config, ModelPool(), judge, settings=settings, force=args.force, show_progress=sys.stderr.isatty()
     )
