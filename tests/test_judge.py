@@ -481,6 +481,12 @@ def restore_logging() -> Iterator[None]:
     logger.handlers[:], logger.level, logger.propagate = saved[0], saved[1], saved[2]
 
 
+def cli_judge_argv(server: JudgeServer, traits_root: Path, *extra: str) -> list[str]:
+    argv = ["judge", "--traits-root", str(traits_root), "--trait", "hum/optimism", "--question", "How?"]
+    argv += ["--answer", "A bright and hopeful answer.", "--judge-base-url", server.base_url]
+    return argv + ["--judge-model", "test-judge", *extra]
+
+
 def test_cli_judge_prints_scores(
     server: JudgeServer,
     traits_root: Path,
@@ -492,10 +498,7 @@ def test_cli_judge_prints_scores(
     from traitvec.cli import main
 
     monkeypatch.setenv("OPENAI_API_KEY", KEY)
-    argv = ["judge", "--traits-root", str(traits_root), "--trait", "hum/optimism", "--question", "How?"]
-    argv += ["--answer", "A bright and hopeful answer.", "--judge-base-url", server.base_url]
-    argv += ["--judge-model", "test-judge", "--judge-cache", str(tmp_path / "cli-cache.sqlite")]
-    assert main(argv) == 0
+    assert main(cli_judge_argv(server, traits_root, "--judge-cache", str(tmp_path / "cli-cache.sqlite"))) == 0
     out, err = capsys.readouterr()
     assert "trait hum/optimism: 70.0  (ok, mode logprobs, mass 0.90)" in out
     assert "coherence:" in out and "judge: test-judge at 127.0.0.1" in out
@@ -674,10 +677,7 @@ def test_cli_judge_text_mode_sends_no_logprob_request(
     from traitvec.cli import main
 
     monkeypatch.setenv("OPENAI_API_KEY", KEY)
-    argv = ["judge", "--traits-root", str(traits_root), "--trait", "hum/optimism", "--question", "How?"]
-    argv += ["--answer", "A bright and hopeful answer.", "--judge-base-url", server.base_url]
-    argv += ["--judge-model", "test-judge", "--judge-cache", "off", "--judge-text-mode"]
-    assert main(argv) == 0
+    assert main(cli_judge_argv(server, traits_root, "--judge-cache", "off", "--judge-text-mode")) == 0
     out = capsys.readouterr().out
     assert "trait hum/optimism: " in out and "mode text" in out and "mode logprobs" not in out
     assert server.requests and not any(r.get("logprobs") for r in server.requests)
