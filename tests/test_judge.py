@@ -669,7 +669,6 @@ def test_identical_prompts_in_one_batch_cost_one_request(server: JudgeServer, tm
 def test_cli_judge_text_mode_sends_no_logprob_request(
     server: JudgeServer,
     traits_root: Path,
-    tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
     restore_logging: None,
