@@ -306,7 +306,7 @@ class LocalJudge:
             return []
         with self._lock, torch.inference_mode():
             vocab = self._digit_vocab()
-            root = self._root(texts)
+            root = self._root(texts, vocab)
             return number_distribution(lambda requests: self._next_probs(root, vocab, requests), vocab, len(texts),
                                        prune=self.prune)  # fmt: skip
 
@@ -403,7 +403,7 @@ class LocalJudge:
         self._count(forward_passes=1)
         return model(**inputs, use_cache=True)
 
-    def _root(self, texts: Sequence[str]) -> _Root:
+    def _root(self, texts: Sequence[str], vocab: DigitVocab) -> _Root:
         """One left-padded forward pass over the prompts, keeping the cache."""
         encoded = [self._encode(t) for t in texts]
         device = self.loaded.device
@@ -421,8 +421,12 @@ class LocalJudge:
         probs = torch.softmax(out.logits[:, -1, :].float(), dim=-1).cpu()
         cache = out.cache if hasattr(out, "cache") else out.past_key_values
         window = _sliding_window(self.loaded.model.config)
-        tree = window is None or width + _TREE_ROOM < window
-        return _Root(probs=probs, cache=cache, mask=mask.to(device), lengths=mask.sum(-1), kv_length=width, tree=tree)
+        # each level appends at most one slot per digit token to a row, and numbers 0-100 take at most
+        # 4 levels (a leading space, then up to 3 digits): the cache must hold that within the window
+        room = _MAX_LEVELS * len(set(vocab.first) | set(vocab.cont) | set(vocab.lead))
+        tree = window is None or width + room < window
+        return _Root(probs=probs, cache=cache, mask=mask.to(device), lengths=mask.sum(-1).to(device),
+                     kv_length=width, tree=tree)  # fmt: skip
 
     def _next_probs(
         self, root: _Root, vocab: DigitVocab, requests: Sequence[tuple[int, tuple[int, ...]]]
@@ -536,7 +540,7 @@ def _select_rows(cache: Any, rows: torch.Tensor) -> Any:
     return selected
 
 
-_TREE_ROOM = 64  # cache positions the tree's nodes may add per prompt (≤ 12 per level, ≤ 4 levels)
+_MAX_LEVELS = 4  # tree levels after the prompt: a leading space, then up to three digit tokens
 
 
 def _sliding_window(config: Any) -> int | None:
