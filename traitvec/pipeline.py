@@ -26,6 +26,7 @@ from .extraction import (
     extract_trait,
     parse_list,
 )
+from .judge import judge_from_args
 from .models import LoadedModel, load_model
 from .traits import Trait, load_trait
 
@@ -142,7 +143,7 @@ def run_pipeline(args: argparse.Namespace, *, show_progress: bool = True) -> lis
         if getattr(args, "vet", False):
             from .vetting import VetSettings, vet_trait
 
-            judge = judge or _make_judge(args)
+            judge = judge or judge_from_args(args)
             report = vet_trait(
                 trait, config, pool, judge, settings=VetSettings(), force=args.force, show_progress=show_progress
             )
@@ -160,7 +161,7 @@ def run_pipeline(args: argparse.Namespace, *, show_progress: bool = True) -> lis
         if steer_config is not None:
             from .steering_eval import SteeringSettings, run_steering_eval
 
-            judge = judge or _make_judge(args)
+            judge = judge or judge_from_args(args)
             steering_settings = SteeringSettings.from_args(args)
             run.steering = run_steering_eval(
                 trait,
@@ -174,12 +175,6 @@ def run_pipeline(args: argparse.Namespace, *, show_progress: bool = True) -> lis
             )
         runs.append(run)
     return runs
-
-
-def _make_judge(args: argparse.Namespace) -> Any:
-    from .judge import judge_from_args
-
-    return judge_from_args(args)
 
 
 def format_table(rows: list[list[str]], header: list[str]) -> str:

@@ -432,9 +432,7 @@ def _read(path: Path) -> dict[str, Any] | None:
 
 
 def _floor_text(results: dict[str, Any]) -> str:
-    floor = results.get("coherence_floor") or {}
-    requested = floor.get("requested", results["settings"]["coherence_floor"])
-    effective = floor.get("effective", requested)
+    requested, effective = results["coherence_floor"]["requested"], results["coherence_floor"]["effective"]
     if effective == requested:
         return f"{requested:g}"
     return f"{effective:.1f} (requested {requested:g}; the unsteered baseline scores under it)"
