@@ -22,7 +22,18 @@ __all__ = [
 
 
 class TraitvecError(Exception):
-    """Base class of every error a user can cause and fix."""
+    """Base class of every error a user can cause and fix.
+
+    Args:
+        message: what is wrong, the value, what was expected and how to fix it.
+        setting: the library setting the message is about, spelled as it appears in the message
+            (``"ExtractionSettings.backend"``, ``"load_trait(root=)"``); the command line replaces
+            that spelling with its flag (``--backend``) when it reports the error.
+    """
+
+    def __init__(self, message: str = "", *, setting: str | None = None) -> None:
+        super().__init__(message)
+        self.setting = setting
 
 
 class TraitDataError(TraitvecError, ValueError):
