@@ -72,7 +72,7 @@ def make_executor(
 
     Example:
         >>> make_executor("ray", address="auto", num_gpus_per_task=1)
-        RayExecutor(address='auto', num_cpus_per_task=1.0, num_gpus_per_task=1, ...)
+        RayExecutor(address='auto', num_cpus_per_task=1.0, num_gpus_per_task=1, max_retries=0)
     """
     if kind == "local":
         if address is not None:
