@@ -3,8 +3,10 @@
 A trait folder holds matched prefills and what the judge and the steering evaluation need:
 
 - ``positive.txt`` / ``negative.txt``: one prefill per line, paired by line number; or
-  ``positive.jsonl`` / ``negative.jsonl``: rows ``{"prompt": ..., "system_prompt": ...}`` that go
-  through the model's chat template;
+  ``positive.jsonl`` / ``negative.jsonl``, paired by line, in one of two row forms that go through
+  the model's chat template: ``{"prompt": ..., "system_prompt": ...}`` (a question to answer), or
+  ``{"messages": [...]}`` (a whole conversation ending with the assistant's answer; the two files
+  are identical except that final answer, see :mod:`traitvec.conversations`);
 - ``definition.txt``: the judge's rubric (optional for extraction, needed for judging);
 - ``steering.json``: ``questions`` plus optional ``eval_prompt`` and ``direction``.
 
@@ -22,27 +24,63 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from types import MappingProxyType
-from typing import Any, Literal
+from typing import Any
 
 from ._io import sha256_files
+from ._trait_files import Direction, read_lines, read_steering
+from ._trait_files import _warned_unknown as _warned_unknown  # the tests reset the warn-once memory
+from .conversations import Message, check_answer, conversation_text, parse_messages
 from .errors import TraitDataError, TraitNotFoundError
 
-__all__ = ["Prompt", "Trait", "load_trait", "list_traits", "trait_dir", "DEFAULT_TRAITS_ROOT"]
+__all__ = ["Prompt", "Trait", "load_trait", "list_traits", "trait_dir", "DEFAULT_TRAITS_ROOT", "DEFINITION_STUB"]
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_TRAITS_ROOT = "datasets/traits"
-Direction = Literal["positive", "negative"]
-_KNOWN_STEERING_KEYS = ("questions", "eval_prompt", "direction")
-_warned_unknown: set[tuple[str, tuple[str, ...]]] = set()
+DEFINITION_STUB = "# traitvec: definition stub"  # first line of an unwritten rubric (read as no rubric)
+_warned_stub: set[str] = set()
 
 
 @dataclass(frozen=True)
 class Prompt:
-    """One side of a pair: a base-model prefill, or a chat prompt with an optional system prompt."""
+    """One side of a pair: a base-model prefill, a chat prompt, or a whole conversation.
+
+    Attributes:
+        text: the prefill or the question; for a conversation, its plain transcript
+            (:func:`~traitvec.conversations.conversation_text`).
+        system_prompt: the chat prompt's system prompt, if any (``None`` for conversations).
+        messages: the conversation, ending with the assistant's answer (empty otherwise).
+
+    Example:
+        >>> p = Prompt.from_messages([Message("user", "Hi?"), Message("assistant", "Hello.")])
+        >>> p.answer.content, p.text
+        ('Hello.', 'User: Hi?\n\nAssistant: Hello.')
+    """
 
     text: str
     system_prompt: str | None = None
+    messages: tuple[Message, ...] = ()
+
+    @classmethod
+    def from_messages(cls, messages: Sequence[Message]) -> Prompt:
+        """A conversation prompt (validated by :func:`~traitvec.conversations.check_answer`)."""
+        check_answer(messages)
+        return cls(conversation_text(messages), None, tuple(messages))
+
+    @property
+    def is_conversation(self) -> bool:
+        """True for the ``{"messages": [...]}`` form."""
+        return bool(self.messages)
+
+    @property
+    def answer(self) -> Message | None:
+        """The final assistant message of a conversation (``None`` for other prompts)."""
+        return self.messages[-1] if self.messages else None
+
+    @property
+    def context(self) -> tuple[Message, ...]:
+        """The conversation before the final answer (empty for other prompts)."""
+        return self.messages[:-1]
 
 
 @dataclass(frozen=True)
@@ -55,11 +93,13 @@ class Trait:
         positive: prompts that show the trait, paired by index with ``negative``.
         negative: matched prompts that do not.
         lines: the 1-based line number of each pair in its files (kept through :meth:`select`).
-        definition: the judge's rubric from ``definition.txt`` (``None`` when absent).
+        definition: the judge's rubric from ``definition.txt`` (``None`` when absent, or still the
+            stub that :func:`traitvec.preference.import_pairs` writes, which starts with
+            :data:`DEFINITION_STUB`).
         questions: steering questions from ``steering.json`` (empty when absent).
         eval_prompt: the trait's own judge prompt with ``{question}`` and ``{answer}``, if any.
         direction: ``"negative"`` when the trait is meant to be steered down.
-        chat: True for the jsonl form, whose prompts go through the chat template.
+        chat: True for the jsonl forms, whose prompts go through the chat template.
         files_hash: SHA-256 over every file of the folder the trait was read from.
         extra: unknown ``steering.json`` keys, kept as they were.
     """
@@ -76,6 +116,11 @@ class Trait:
     chat: bool
     files_hash: str
     extra: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}), compare=False)
+
+    @property
+    def conversation(self) -> bool:
+        """True for the ``{"messages": [...]}`` form (pairs differ only in the final answer)."""
+        return bool(self.positive) and self.positive[0].is_conversation
 
     @property
     def n_pairs(self) -> int:
@@ -118,17 +163,19 @@ def trait_dir(name: str, root: str | os.PathLike[str] = DEFAULT_TRAITS_ROOT) -> 
     pure = PurePosixPath(name.replace("\\", "/"))
     if not name or pure.is_absolute() or Path(name).is_absolute() or ".." in pure.parts:
         raise TraitDataError(
-            f"trait name {name!r} would leave the traits root {base}; "
-            "name a trait as category/trait, relative to the root"
+            f"load_trait(name=) = {name!r} would leave the traits root {base}; "
+            "name a trait as category/trait, relative to the root",
+            setting="load_trait(name=)",
         )
     if not base.is_dir():
-        raise TraitNotFoundError(
-            f"traits root {base} does not exist; pass --traits-root pointing at a folder of category/trait folders"
-        )
+        raise TraitNotFoundError(_no_root(base, "load_trait(root=)"), setting="load_trait(root=)")
     folder = base.joinpath(*pure.parts)
     resolved_root = base.resolve()
     if resolved_root != folder.resolve() and resolved_root not in folder.resolve().parents:
-        raise TraitDataError(f"trait name {name!r} resolves outside the traits root {base}; use category/trait")
+        raise TraitDataError(
+            f"load_trait(name=) = {name!r} resolves outside the traits root {base}; use category/trait",
+            setting="load_trait(name=)",
+        )
     if not folder.is_dir():
         known = list_traits(base)
         hint = f"; traits there: {', '.join(known[:12])}{' …' if len(known) > 12 else ''}" if known else ""
@@ -140,15 +187,20 @@ def list_traits(root: str | os.PathLike[str] = DEFAULT_TRAITS_ROOT) -> list[str]
     """Names (``category/trait``) of every folder under ``root`` holding positive prefills, sorted."""
     base = Path(root)
     if not base.is_dir():
-        raise TraitNotFoundError(
-            f"traits root {base} does not exist; pass --traits-root pointing at a folder of category/trait folders"
-        )
+        raise TraitNotFoundError(_no_root(base, "list_traits(root=)"), setting="list_traits(root=)")
     names = {
         p.parent.relative_to(base).as_posix()
         for pattern in ("positive.txt", "positive.jsonl")
         for p in base.rglob(pattern)
     }
     return sorted(names)
+
+
+def _no_root(base: Path, setting: str) -> str:
+    return (
+        f"{setting} = {str(base)!r} does not exist (a relative path is taken from the current folder, "
+        f"{os.getcwd()}); point {setting} at a folder of category/trait folders"
+    )
 
 
 def load_trait(name: str, root: str | os.PathLike[str] = DEFAULT_TRAITS_ROOT) -> Trait:
@@ -197,9 +249,14 @@ def load_trait(name: str, root: str | os.PathLike[str] = DEFAULT_TRAITS_ROOT) ->
     definition = None
     def_path = folder / "definition.txt"
     if def_path.exists():
-        definition = "\n".join(_read_lines(def_path)).strip() or None
+        definition = "\n".join(read_lines(def_path)).strip() or None
         if definition is None:
             raise TraitDataError(f"{def_path} line 1: file is empty; write the judge's rubric or delete the file")
+        if definition.startswith(DEFINITION_STUB):
+            if str(def_path) not in _warned_stub:
+                _warned_stub.add(str(def_path))
+                logger.warning("%s is still the import stub: no rubric until it is written", def_path)
+            definition = None
 
     questions: tuple[str, ...] = ()
     eval_prompt: str | None = None
@@ -207,7 +264,7 @@ def load_trait(name: str, root: str | os.PathLike[str] = DEFAULT_TRAITS_ROOT) ->
     extra: dict[str, Any] = {}
     steering_path = folder / "steering.json"
     if steering_path.exists():
-        questions, eval_prompt, direction, extra = _read_steering(steering_path)
+        questions, eval_prompt, direction, extra = read_steering(steering_path)
 
     files = [p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")]
     return Trait(
@@ -230,30 +287,8 @@ def load_trait(name: str, root: str | os.PathLike[str] = DEFAULT_TRAITS_ROOT) ->
 # reading
 
 
-def _decode(path: Path) -> str:
-    data = path.read_bytes()
-    if data.startswith(b"\xef\xbb\xbf"):
-        data = data[3:]
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as err:
-        line = data[: err.start].count(b"\n") + 1
-        column = err.start - (data.rfind(b"\n", 0, err.start) + 1) + 1
-        raise TraitDataError(
-            f"{path} line {line}: byte 0x{data[err.start]:02x} at column {column} is not UTF-8; save the file as UTF-8"
-        ) from None
-    return text
-
-
-def _read_lines(path: Path) -> list[str]:
-    text = _decode(path).replace("\r\n", "\n")
-    if text.endswith("\n"):
-        text = text[:-1]
-    return text.split("\n") if text else []
-
-
 def _read_txt(path: Path) -> list[Prompt]:
-    lines = _read_lines(path)
+    lines = read_lines(path)
     if not lines:
         raise TraitDataError(f"{path} line 1: file is empty; write one prefill per line")
     prompts = []
@@ -268,9 +303,11 @@ def _read_txt(path: Path) -> list[Prompt]:
 
 
 def _read_jsonl(path: Path) -> list[Prompt]:
-    lines = _read_lines(path)
+    lines = read_lines(path)
     if not lines:
-        raise TraitDataError(f'{path} line 1: file is empty; write one {{"prompt": ...}} object per line')
+        raise TraitDataError(
+            f'{path} line 1: file is empty; write one {{"prompt": ...}} or {{"messages": [...]}} object per line'
+        )
     prompts = []
     for number, line in enumerate(lines, start=1):
         if not line.strip():
@@ -283,14 +320,37 @@ def _read_jsonl(path: Path) -> list[Prompt]:
         except json.JSONDecodeError as err:
             raise TraitDataError(f"{path} line {number} column {err.colno}: invalid JSON ({err.msg})") from None
         if not isinstance(row, dict):
-            raise TraitDataError(f'{path} line {number}: expected an object like {{"prompt": "..."}}')
-        prompt, system = row.get("prompt"), row.get("system_prompt")
-        if not isinstance(prompt, str) or not prompt.strip():
-            raise TraitDataError(f'{path} line {number}: "prompt" must be a non-empty string')
-        if system is not None and not isinstance(system, str):
-            raise TraitDataError(f'{path} line {number}: "system_prompt" must be a string when present')
-        prompts.append(Prompt(prompt, system or None))
+            raise TraitDataError(
+                f'{path} line {number}: expected an object like {{"prompt": "..."}} or {{"messages": [...]}}'
+            )
+        prompts.append(_row_prompt(row, f"{path} line {number}"))
+        if prompts[-1].is_conversation != prompts[0].is_conversation:
+            raise TraitDataError(
+                f"{path} line {number}: a {_form(prompts[-1])} row after {_form(prompts[0])} rows; "
+                "keep one row form per trait"
+            )
     return prompts
+
+
+def _form(prompt: Prompt) -> str:
+    return '{"messages": [...]}' if prompt.is_conversation else '{"prompt": ...}'
+
+
+def _row_prompt(row: dict[str, Any], where: str) -> Prompt:
+    if "messages" in row:
+        if "prompt" in row or "system_prompt" in row:
+            raise TraitDataError(f'{where}: has both "messages" and "prompt"; a row holds one of the two forms')
+        try:
+            messages = parse_messages(row["messages"])
+            return Prompt.from_messages(messages)
+        except TraitDataError as err:
+            raise TraitDataError(f"{where}: {err}") from None
+    prompt, system = row.get("prompt"), row.get("system_prompt")
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise TraitDataError(f'{where}: "prompt" must be a non-empty string (or write a {{"messages": [...]}} row)')
+    if system is not None and not isinstance(system, str):
+        raise TraitDataError(f'{where}: "system_prompt" must be a string when present')
+    return Prompt(prompt, system or None)
 
 
 def _check_pairs(pos_path: Path, neg_path: Path, positive: list[Prompt], negative: list[Prompt]) -> None:
@@ -301,11 +361,23 @@ def _check_pairs(pos_path: Path, neg_path: Path, positive: list[Prompt], negativ
             f"{len(negative)}; {long_.name} line {min(len(positive), len(negative)) + 1} has no partner "
             f"in {short.name}. Prefills are paired by line number: make both files the same length"
         )
+    if positive[0].is_conversation != negative[0].is_conversation:
+        raise TraitDataError(
+            f"{pos_path.parent}: {pos_path.name} holds {_form(positive[0])} rows but {neg_path.name} holds "
+            f"{_form(negative[0])} rows; both files use one row form"
+        )
     seen: dict[tuple[Prompt, Prompt], int] = {}
     for number, pair in enumerate(zip(positive, negative, strict=True), start=1):
-        if pair[0] == pair[1]:
+        if pair[0].context != pair[1].context:
             raise TraitDataError(
-                f"{pos_path} line {number}: the positive and negative prefills are identical "
+                f"{pos_path} line {number}: the conversation before the final answer differs from {neg_path.name} "
+                f"line {number} ({_difference(pair[0].context, pair[1].context)}); a conversation pair must be "
+                "identical except the final assistant message"
+            )
+        if pair[0] == pair[1]:
+            what = "final answers" if pair[0].is_conversation else "prefills"
+            raise TraitDataError(
+                f"{pos_path} line {number}: the positive and negative {what} are identical "
                 f"(also {neg_path.name} line {number}); a pair must differ in the trait signal"
             )
         if pair in seen:
@@ -316,83 +388,8 @@ def _check_pairs(pos_path: Path, neg_path: Path, positive: list[Prompt], negativ
         seen[pair] = number
 
 
-def _read_steering(path: Path) -> tuple[tuple[str, ...], str | None, Direction, dict[str, Any]]:
-    text = _decode(path)
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise TraitDataError(f"{path} line {err.lineno} column {err.colno}: invalid JSON ({err.msg})") from None
-    if not isinstance(data, dict):
-        raise TraitDataError(f'{path} line 1: expected a JSON object like {{"questions": [...]}}')
-    questions = data.get("questions")
-    if questions is None:
-        raise TraitDataError(f'{path} line 1: no "questions" key; add "questions": ["...", ...] (15–20 recommended)')
-    line = _key_line(text, "questions")
-    if not isinstance(questions, list):
-        raise TraitDataError(f'{path} line {line}: "questions" must be a list of strings')
-    if not questions:
-        raise TraitDataError(f'{path} line {line}: "questions" is empty; add 15–20 questions')
-    for index, question in enumerate(questions):
-        if not isinstance(question, str) or not question.strip():
-            where = _item_line(text, "questions", index) or line
-            raise TraitDataError(
-                f'{path} line {where}: "questions" item {index + 1} is {json.dumps(question)}; '
-                "every question must be a non-empty string"
-            )
-    eval_prompt = data.get("eval_prompt")
-    if eval_prompt is not None:
-        where = _key_line(text, "eval_prompt")
-        if not isinstance(eval_prompt, str):
-            raise TraitDataError(f'{path} line {where}: "eval_prompt" must be a string')
-        missing = [p for p in ("{question}", "{answer}") if p not in eval_prompt]
-        if missing:
-            raise TraitDataError(
-                f'{path} line {where}: "eval_prompt" lacks {" and ".join(missing)}; the judge must be shown '
-                "both the question and the answer, so put both placeholders in it"
-            )
-    direction = data.get("direction", "positive")
-    if direction not in ("positive", "negative"):
-        raise TraitDataError(
-            f'{path} line {_key_line(text, "direction")}: "direction" is {json.dumps(direction)}; '
-            'use "positive" or "negative"'
-        )
-    extra = {k: v for k, v in data.items() if k not in _KNOWN_STEERING_KEYS}
-    if extra:
-        key = (str(path.resolve()), tuple(sorted(extra)))
-        if key not in _warned_unknown:
-            _warned_unknown.add(key)
-            logger.warning(
-                "%s: unknown keys %s kept as they are (traitvec reads %s)",
-                path,
-                ", ".join(sorted(extra)),
-                ", ".join(_KNOWN_STEERING_KEYS),
-            )
-    return tuple(questions), eval_prompt, direction, extra
-
-
-def _key_line(text: str, key: str) -> int:
-    """1-based line of the first ``"key"`` in a JSON text (1 when absent)."""
-    index = text.find(json.dumps(key))
-    return text.count("\n", 0, index) + 1 if index >= 0 else 1
-
-
-def _item_line(text: str, key: str, item: int) -> int | None:
-    """1-based line where element ``item`` of the array under ``"key"`` starts, if it can be found."""
-    start = text.find(json.dumps(key))
-    if start < 0:
-        return None
-    pos = text.find("[", start)
-    if pos < 0:
-        return None
-    decoder = json.JSONDecoder()
-    pos += 1
-    for index in range(item + 1):
-        while pos < len(text) and text[pos] in " \t\r\n,":
-            pos += 1
-        if index == item:
-            return text.count("\n", 0, pos) + 1
-        try:
-            _, pos = decoder.raw_decode(text, pos)
-        except json.JSONDecodeError:
-            return None
-    return None
+def _difference(a: tuple[Message, ...], b: tuple[Message, ...]) -> str:
+    for index, (x, y) in enumerate(zip(a, b, strict=False), start=1):
+        if x != y:
+            return f"message {index}: {x.role} vs {y.role}" if x.role != y.role else f"message {index} ({x.role})"
+    return f"{len(a)} messages before the answer vs {len(b)}"
