@@ -21,12 +21,15 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
+import types
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from .activations import Activations
 from .batching import PaddedBatch, length_batches, pad_batch
@@ -124,11 +127,7 @@ def capture_sequences(
     budget = max_batch_tokens or default_budget(loaded)
     lengths = [len(s.ids) for s in selections]
     pending = length_batches(lengths, budget)
-    bar = None
-    if show_progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=sum(lengths), unit="tok", desc="capture", leave=False)
+    bar = tqdm(total=sum(lengths), unit="tok", desc="capture", leave=False, disable=not show_progress)
     try:
         while pending:
             batch = pending.pop(0)
@@ -143,11 +142,9 @@ def capture_sequences(
             for slot, layer in enumerate(layers):
                 for name, tensor in reduced[layer].items():
                     out[name][row_index, slot] = tensor.to("cpu")
-            if bar is not None:
-                bar.update(sum(lengths[i] for i in batch))
+            bar.update(sum(lengths[i] for i in batch))
     finally:
-        if bar is not None:
-            bar.close()
+        bar.close()
     return out
 
 
@@ -208,8 +205,7 @@ def _reduce_batch(
 def _position_weights(selections: list[Selection], padded: PaddedBatch) -> dict[str, torch.Tensor]:
     """Per reduction, ``[batch, width]`` weights ``1/len(selected)`` at the selected (padded) positions."""
     names = tuple(selections[0].positions)
-    shape = (len(selections), padded.width)
-    weights = {name: torch.zeros(shape, dtype=torch.float32) for name in names}
+    weights = {name: torch.zeros((len(selections), padded.width), dtype=torch.float32) for name in names}
     for row, (sel, offset) in enumerate(zip(selections, padded.offsets, strict=True)):
         for name in names:
             where = torch.tensor(sel.positions[name], dtype=torch.long) + offset
@@ -390,3 +386,12 @@ def _activations(
         if not math.isfinite(float(tensor.abs().max())):
             raise ModelError(f'non-finite activations captured at {position}; try dtype = "float32"')
     return result
+
+
+class _CallableModule(types.ModuleType):
+    """Calls :func:`capture`: once imported, this module replaces the function as ``traitvec.capture``."""
+
+    __call__ = staticmethod(capture)
+
+
+sys.modules[__name__].__class__ = _CallableModule
