@@ -188,6 +188,18 @@ def test_capture_stops_after_the_deepest_layer_and_leaves_no_hooks() -> None:
     assert before == after
 
 
+def test_tv_capture_stays_callable_once_the_module_is_imported() -> None:
+    """Importing traitvec.capture makes it the package attribute ``traitvec.capture``; calling that still captures."""
+    import traitvec
+    import traitvec.capture as module
+
+    assert traitvec.capture is module or traitvec.capture is module.capture
+    loaded = make_model("llama")
+    expected = capture(loaded, make_trait(), positions="last-token")["last-token"].positive
+    for entry in (traitvec.capture, module):
+        torch.testing.assert_close(entry(loaded, make_trait(), positions="last-token")["last-token"].positive, expected)
+
+
 def test_memory_holds_reductions_only() -> None:
     loaded = make_model("llama")
     selections = []

@@ -19,7 +19,7 @@ __version__ = "0.1.0"
 # ``import traitvec`` (and the command line) stays fast and torch loads only when needed.
 _EXPORTS = {
     "AuditReport": "audit", "audit_trait": "audit", "audit_traits": "audit",
-    "POSITIONS": "capture", "Activations": "capture", "capture": "capture", "capture_sequences": "capture",
+    "Activations": "activations", "POSITIONS": "capture", "capture": "capture", "capture_sequences": "capture",
     "ConfigError": "errors", "ExperimentNotFoundError": "errors", "JudgeError": "errors", "ModelError": "errors",
     "TraitDataError": "errors", "TraitNotFoundError": "errors", "TraitvecError": "errors", "VectorError": "errors",
     "Evaluation": "evaluation", "evaluate": "evaluation",

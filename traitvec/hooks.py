@@ -88,9 +88,6 @@ class HookSet:
             _, handle = self._handles.pop()
             handle.remove()
 
-    def __len__(self) -> int:
-        return len(self._handles)
-
     def __enter__(self) -> HookSet:
         return self
 

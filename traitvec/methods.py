@@ -24,7 +24,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import torch
 
-from .capture import Activations
+from .activations import Activations
 from .errors import ConfigError
 from .vectors import TraitVector
 
@@ -50,7 +50,7 @@ def _orient(direction: torch.Tensor, positive: torch.Tensor, negative: torch.Ten
     norm = direction.norm()
     if not torch.isfinite(norm) or float(norm) == 0.0:
         raise ConfigError("the positive and negative activations are identical here; no direction can be fitted")
-    unit = direction / norm
+    unit: torch.Tensor = direction / norm
     if float((positive @ unit).mean()) < float((negative @ unit).mean()):
         unit = -unit
     return unit

@@ -12,7 +12,7 @@ import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, cast
 
 import torch
 from torch import nn
@@ -44,7 +44,7 @@ class LoadedModel:
     """
 
     model: nn.Module
-    tokenizer: Any
+    tokenizer: Any  # a transformers tokenizer or processor; its call results are unions every use would narrow
     name: str
     fingerprint: str
     layers: nn.ModuleList = field(repr=False)
@@ -78,12 +78,12 @@ class LoadedModel:
     @property
     def device(self) -> torch.device:
         """Device of the input embeddings (where inputs go)."""
-        return unwrap_model(self.model).get_input_embeddings().weight.device
+        return _input_embeddings(self.model).weight.device
 
     @property
     def dtype(self) -> torch.dtype:
         """Dtype of the input embeddings."""
-        return unwrap_model(self.model).get_input_embeddings().weight.dtype
+        return _input_embeddings(self.model).weight.dtype
 
     @property
     def special_ids(self) -> frozenset[int]:
@@ -103,6 +103,17 @@ class LoadedModel:
             "dtype": str(self.dtype).removeprefix("torch."),
             "chat_template": self.use_chat_template,
         }
+
+
+class _HasInputEmbeddings(Protocol):
+    """The part of transformers' ``PreTrainedModel`` that :class:`LoadedModel` reads."""
+
+    def get_input_embeddings(self) -> nn.Embedding: ...
+
+
+def _input_embeddings(model: nn.Module) -> nn.Embedding:
+    """The token-embedding module of a (possibly PEFT-wrapped) transformers model."""
+    return cast(_HasInputEmbeddings, unwrap_model(model)).get_input_embeddings()
 
 
 def resolve_device(device: str = "auto") -> str:
@@ -204,7 +215,7 @@ def load_model(
         kwargs["device_map"] = device_map
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, **({"revision": revision} if revision and not local else {}))
-        model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
+        model: nn.Module = AutoModelForCausalLM.from_pretrained(source, **kwargs)
     except (OSError, ValueError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ModelError(f"cannot load model {name!r} from {source}: {first}") from None

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -92,7 +92,8 @@ class Steer:
         """The unit direction, float32 on CPU."""
         if isinstance(self.vector, torch.Tensor):
             v = self.vector.detach().float().cpu()
-            return v / v.norm()
+            unit: torch.Tensor = v / v.norm()
+            return unit
         return self.vector.direction(self.layer).float()
 
     def amount(self) -> float:
@@ -166,7 +167,6 @@ class SteeringHandle:
         self._offset = 0
         self._tokens = 0
         self._attached = False
-        self._configs: list[tuple[Steer, ...]] = []
 
     # ---------------------------------------------------------------- configuration
 
@@ -184,7 +184,7 @@ class SteeringHandle:
 
     def clear(self) -> SteeringHandle:
         """Stop steering (hooks stay registered and do nothing until the next set)."""
-        self._terms, self._rows, self._configs = {}, None, []
+        self._terms, self._rows = {}, None
         return self
 
     def _build(self, rows: list[tuple[Steer, ...]], *, broadcast: bool) -> None:
@@ -219,7 +219,6 @@ class SteeringHandle:
             terms.setdefault(layer, []).append(_Term(mode, positions, units, amounts))
         self._terms = terms
         self._rows = None if broadcast else len(rows)
-        self._configs = rows
         if self._attached:
             self._hook_layers()
 
@@ -282,7 +281,7 @@ class SteeringHandle:
         inside = index < self._prompt_length if positions == "prompt" else index >= self._prompt_length
         return inside.float()
 
-    def _make_hook(self, layer: int) -> Any:
+    def _make_hook(self, layer: int) -> Callable[[nn.Module, Any, Any], Any]:
         def hook(module: nn.Module, args: Any, output: Any) -> Any:
             terms = self._terms.get(layer)
             if not terms:
@@ -324,12 +323,8 @@ def _apply_broadcast(term: _Term, hidden: torch.Tensor, mask: torch.Tensor | Non
 
 def _stack_module(loaded: LoadedModel) -> nn.Module:
     """The module that owns the decoder layers (its forward sees every call's length and cache)."""
-    base = unwrap_model(loaded.model)
     parent_path = loaded.layers_path.rsplit(".", 1)[0] if "." in loaded.layers_path else ""
-    module: Any = base
-    for part in parent_path.split(".") if parent_path else []:
-        module = getattr(module, part)
-    return module
+    return unwrap_model(loaded.model).get_submodule(parent_path)
 
 
 @contextlib.contextmanager

@@ -20,12 +20,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from ._io import atomic_path, write_json
 from .errors import ConfigError, VectorError
+
+if TYPE_CHECKING:
+    from .models import LoadedModel
 
 __all__ = ["TraitVector", "LAYER_CONVENTION", "FORMAT", "vector_path"]
 
@@ -36,6 +39,11 @@ LAYER_CONVENTION = (
     "layer i (0-based) = residual stream at the output of decoder block i, before any final norm "
     "(transformers hidden_states[i + 1], except the last layer, whose hidden_states entry has the final norm applied)"
 )
+
+
+def _by_layer(values: Mapping[str, float]) -> dict[int, float]:
+    """A JSON ``{"layer": number}`` object with integer keys."""
+    return {int(k): float(v) for k, v in values.items()}
 
 
 def vector_path(folder: str | Path, method: str, position: str) -> Path:
@@ -193,7 +201,6 @@ class TraitVector:
             if not math.isclose(float(tensor.norm()), 1.0, rel_tol=1e-3):
                 raise VectorError(f"{path}: {key} has norm {float(tensor.norm()):.4f}; saved directions are unit norm")
             directions[int(layer)] = tensor
-        ints = lambda d: {int(k): float(v) for k, v in d.items()}  # noqa: E731
         return cls(
             directions=directions,
             method=meta["method"],
@@ -202,9 +209,9 @@ class TraitVector:
             trait=meta["trait"],
             trait_hash=meta["trait_hash"],
             n_pairs=int(meta["n_pairs"]),
-            raw_norms=ints(meta["raw_norms"]),
-            activation_norms=ints(meta["activation_norms"]),
-            spreads=ints(meta["spreads"]),
+            raw_norms=_by_layer(meta["raw_norms"]),
+            activation_norms=_by_layer(meta["activation_norms"]),
+            spreads=_by_layer(meta["spreads"]),
             created=meta["created"],
             traitvec_version=meta["traitvec_version"],
             extra=meta.get("extra", {}),
@@ -212,7 +219,7 @@ class TraitVector:
 
     # ------------------------------------------------------------------ compatibility
 
-    def check_model(self, loaded: Any) -> list[str]:
+    def check_model(self, loaded: LoadedModel) -> list[str]:
         """Check the vector fits ``loaded`` (a :class:`~traitvec.models.LoadedModel`).
 
         Returns:
