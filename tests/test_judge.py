@@ -1,6 +1,6 @@
 """The judge, against a real OpenAI-protocol HTTP server on 127.0.0.1 started here.
 
-Every API test talks to :class:`traitvec.testing.JudgeServer` through the real ``openai`` client:
+Every API test talks to :class:`traitvec.judge.testing.JudgeServer` through the real ``openai`` client:
 exact logprob arithmetic, abstention, the text fallback, retries (429 with Retry-After, 500,
 timeouts, malformed bodies), recorded failures, the SQLite cache, and that the API key never
 reaches a file, a log line, an exception or a repr. The local judge's digit tree is checked with a
@@ -31,16 +31,17 @@ from traitvec.judge import (
     summarize,
     weighted_score,
 )
-from traitvec.judge_cache import ScoreCache
-from traitvec.judge_openai import OpenAIJudge, _retry_after
-from traitvec.judge_prompts import (
+from traitvec.judge._http import retry_after
+from traitvec.judge.cache import ScoreCache
+from traitvec.judge.openai import OpenAIJudge
+from traitvec.judge.prompts import (
     COHERENCE_TEMPLATE,
     coherence_prompts,
     continuation_prompts,
     fill,
     trait_prompts,
 )
-from traitvec.testing import Completion, Fault, JudgeServer, KeywordResponder, ScriptedResponder
+from traitvec.judge.testing import Completion, Fault, JudgeServer, KeywordResponder, ScriptedResponder
 from traitvec.traits import Trait, load_trait
 
 KEY = "sk-test-SECRET-123"
@@ -280,12 +281,12 @@ def test_429_retry_after_is_honoured(tmp_path: Path) -> None:
 
 
 def test_retry_after_forms() -> None:
-    assert _retry_after({"retry-after": "2"}) == 2.0
-    assert _retry_after({"retry-after-ms": "250", "retry-after": "9"}) == 0.25
+    assert retry_after({"retry-after": "2"}) == 2.0
+    assert retry_after({"retry-after-ms": "250", "retry-after": "9"}) == 0.25
     date = email.utils.formatdate(time.time() + 3, usegmt=True)
-    assert 1.5 < (_retry_after({"retry-after": date}) or 0.0) <= 3.0
-    assert _retry_after({"retry-after": "soon"}) is None
-    assert _retry_after({}) is None
+    assert 1.5 < (retry_after({"retry-after": date}) or 0.0) <= 3.0
+    assert retry_after({"retry-after": "soon"}) is None
+    assert retry_after({}) is None
 
 
 @pytest.mark.parametrize(
@@ -527,7 +528,7 @@ def test_cli_judge_bad_trait_is_one_line_exit_2(
 
 
 def test_digit_tree_by_hand() -> None:
-    from traitvec.judge_local import DigitVocab, expected_score, number_distribution
+    from traitvec.judge.digits import DigitVocab, expected_score, number_distribution
 
     digits = {d: str(d) for d in range(10)}  # token id d spells the digit d
     vocab = DigitVocab(first={**digits, 50: "85", 51: "100"}, cont=digits, lead={60: " "})
@@ -569,7 +570,7 @@ def test_digit_vocab_from_a_real_tokenizer() -> None:
     sys.path.insert(0, str(Path(__file__).parent))
     from tiny import make_tokenizer
 
-    from traitvec.judge_local import DigitVocab
+    from traitvec.judge.digits import DigitVocab
 
     tokenizer = make_tokenizer()
     vocab = DigitVocab.from_tokenizer(tokenizer)
@@ -587,7 +588,8 @@ def test_local_judge_batched_cache_tree_matches_full_recompute(arch: str) -> Non
     sys.path.insert(0, str(Path(__file__).parent))
     from tiny import make_model
 
-    from traitvec.judge_local import DigitVocab, LocalJudge, number_distribution
+    from traitvec.judge.digits import DigitVocab, number_distribution
+    from traitvec.judge.local import LocalJudge
 
     loaded = make_model(arch, chat=True)
     full = DigitVocab.from_tokenizer(loaded.tokenizer)
@@ -623,7 +625,7 @@ def test_local_judge_scores_are_well_formed(trait: Trait, tmp_path: Path) -> Non
     sys.path.insert(0, str(Path(__file__).parent))
     from tiny import make_model
 
-    from traitvec.judge_local import LocalJudge
+    from traitvec.judge.local import LocalJudge
 
     judge = LocalJudge(make_model("qwen2", chat=True), min_mass=0.0, cache_path=tmp_path / "local.sqlite")
     scores = judge.score_trait(trait, ["Q?", "Q?"], ["Hopeful!", "Doomed."])
@@ -641,7 +643,7 @@ def test_local_judge_scores_are_well_formed(trait: Trait, tmp_path: Path) -> Non
 
 @pytest.mark.slow
 def test_local_judge_smollm2_on_and_off_trait(trait: Trait) -> None:
-    from traitvec.judge_local import LocalJudge
+    from traitvec.judge.local import LocalJudge
     from traitvec.models import load_model
 
     judge = LocalJudge(load_model("smollm2-135m-instruct"))
