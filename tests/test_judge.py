@@ -17,7 +17,7 @@ import logging
 import math
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -682,3 +682,121 @@ def test_cli_judge_text_mode_sends_no_logprob_request(
     out = capsys.readouterr().out
     assert "trait hum/optimism: " in out and "mode text" in out and "mode logprobs" not in out
     assert server.requests and not any(r.get("logprobs") for r in server.requests)
+
+
+# ------------------------------------------------------------------ settings, base class, package
+
+
+def test_judge_settings_validate_and_make(server: JudgeServer, tmp_path: Path) -> None:
+    import dataclasses
+
+    from traitvec.judge import JudgeSettings
+
+    for overrides, setting in [
+        ({"concurrency": 0}, "JudgeSettings.concurrency"),
+        ({"concurrency": True}, "JudgeSettings.concurrency"),
+        ({"base_url": "localhost:8000/v1"}, "JudgeSettings.base_url"),
+        ({"model": "   "}, "JudgeSettings.model"),
+        ({"local": ""}, "JudgeSettings.local"),
+        ({"cache": 3}, "JudgeSettings.cache"),
+        ({"text_mode": "yes"}, "JudgeSettings.text_mode"),
+    ]:
+        with pytest.raises(JudgeError) as info:
+            JudgeSettings(**overrides)  # type: ignore[arg-type]
+        assert info.value.setting == setting and str(info.value).startswith(f"{setting} = "), overrides
+    with pytest.raises(JudgeError) as info:
+        JudgeSettings(base_url=f"ftp://user:{KEY}@example.com")
+    assert KEY not in str(info.value)
+    settings = JudgeSettings(model="m", base_url=server.base_url, cache=tmp_path / "s.sqlite", concurrency=3,
+                             text_mode=True)  # fmt: skip
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        settings.concurrency = 4  # type: ignore[misc]
+    judge = settings.make()
+    assert isinstance(judge, OpenAIJudge) and judge.name == "m" and judge.concurrency == 3 and judge.mode == "text"
+    assert judge.cache_path == tmp_path / "s.sqlite"
+    assert judge.score_coherence(["Q?"], ["Rain falls when clouds cool down."])[0].mode == "text"
+    assert not server.requests[0].get("logprobs")
+    off = dataclasses.replace(settings, cache="off").make()
+    assert isinstance(off, OpenAIJudge) and off.cache_path is None
+
+
+def test_library_errors_name_settings_not_flags(tmp_path: Path) -> None:
+    raised: list[JudgeError] = []
+    with pytest.raises(JudgeError) as info:
+        OpenAIJudge("gpt-4.1-mini")
+    raised.append(info.value)
+    with pytest.raises(JudgeError) as info:
+        OpenAIJudge("m", base_url="localhost:8000/v1")
+    raised.append(info.value)
+    with JudgeServer(lambda r: Fault(404, '{"error": {"message": "model not found"}}')) as server:
+        with pytest.raises(JudgeError) as info:
+            judge_for(server, tmp_path).score_coherence(["Q?"], ["A."])
+    raised.append(info.value)
+    (tmp_path / "a-folder.sqlite").mkdir()
+    with pytest.raises(JudgeError) as info:
+        ScoreCache(tmp_path / "a-folder.sqlite")
+    raised.append(info.value)
+    settings = [e.setting for e in raised]
+    assert settings == ["make_judge(base_url=)"] * 2 + ["make_judge(model=)", "make_judge(cache_path=)"]
+    for error in raised:
+        assert "--" not in str(error), error
+        if error.setting != "make_judge(base_url=)" or "no judge API key" in str(error):
+            assert str(error.setting) in str(error), error
+
+
+def test_base_judge_is_an_extension_point(trait: Trait, tmp_path: Path) -> None:
+    """A judge written on BaseJudge gets score_*/ascore_*, usage, prompt hashes and the cache for free."""
+    from traitvec.judge import BaseJudge, Judge
+    from traitvec.judge.prompts import JudgePrompt
+
+    class LengthJudge(BaseJudge):
+        extra_usage = ("scored",)
+
+        def score_prompts(self, prompts: Sequence[JudgePrompt]) -> list[JudgeScore]:
+            out = []
+            for p in prompts:
+                key = f"len:{p.text}"
+                hit = self._cached(p, key)
+                if hit is None:
+                    hit = JudgeScore(
+                        float(len(p.text) % 101), "ok", "text", p.kind, None, None, p.prompt_hash, self.name
+                    )
+                    self._store(key, hit)
+                    self._count(scored=1, ok=1)
+                out.append(hit)
+            return out
+
+        async def ascore_prompts(self, prompts: Sequence[JudgePrompt]) -> list[JudgeScore]:
+            return self.score_prompts(prompts)
+
+        def describe(self) -> dict[str, object]:
+            return {"name": self.name, "prompt_hashes": self.prompt_hashes(), "smoke_test": self.smoke_test}
+
+    judge = LengthJudge("length", cache_path=tmp_path / "length.sqlite")
+    assert isinstance(judge, Judge)
+    first = judge.score_trait(trait, ["Q1?", "Q2?"], ["Hopeful.", "Doomed, doomed."])
+    cont = asyncio.run(judge.ascore_continuations(trait, ["She was"], [" hopeful."]))
+    assert [s.kind for s in first + cont] == ["trait", "trait", "continuation"]
+    assert first[0].score == float(len(trait_prompts(trait, ["Q1?"], ["Hopeful."])[0].text) % 101)
+    again = LengthJudge("length", cache_path=tmp_path / "length.sqlite")
+    assert [s.cached for s in again.score_trait(trait, ["Q1?"], ["Hopeful."])] == [True]
+    assert again.usage() == {**dict.fromkeys(judge.usage(), 0), "cache_hits": 1}
+    assert judge.usage()["scored"] == 3 and judge.usage()["ok"] == 3 and list(judge.usage())[-1] == "scored"
+    hashes = judge.describe()["prompt_hashes"]
+    assert isinstance(hashes, dict) and set(hashes) == {"coherence", "trait:hum/optimism", "continuation:hum/optimism"}
+    assert hashes["trait:hum/optimism"] == first[0].prompt_hash
+    judge.close()
+    judge.close()  # idempotent
+
+
+def test_importing_the_judge_package_loads_neither_openai_nor_torch() -> None:
+    import subprocess
+
+    code = (
+        "import sys, traitvec.judge, traitvec.judge.testing\n"
+        "print(sorted(m for m in ('openai', 'torch', 'httpx2') if m in sys.modules))"
+    )
+    env_path = str(Path(__file__).resolve().parents[1])
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={"PYTHONPATH": env_path, "PATH": "/usr/bin:/bin"})  # fmt: skip
+    assert out.stdout.strip() == "[]", out.stderr
