@@ -33,9 +33,17 @@ class Completion:
     completion_tokens: int = 1
 
     @classmethod
-    def from_probs(cls, probs: Mapping[str, float], **kwargs: Any) -> Completion:
+    def from_probs(
+        cls,
+        probs: Mapping[str, float],
+        *,
+        text: str | None = None,
+        prompt_tokens: int | None = None,
+        completion_tokens: int = 1,
+    ) -> Completion:
         """A completion whose top tokens have these probabilities (natural log taken for you)."""
-        return cls({token: math.log(p) for token, p in probs.items()}, **kwargs)
+        top = {token: math.log(p) for token, p in probs.items()}
+        return cls(top, text=text, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
 
     def content(self) -> str:
         """The message content this completion sends."""
