@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 
-from traitvec._audit_checks import frame, tokenize
 from traitvec.audit import (
     CHECKS,
     AuditConfig,
@@ -22,6 +21,7 @@ from traitvec.audit import (
     format_reports,
     reports_to_dict,
 )
+from traitvec.audit.text import frame, tokenize
 from traitvec.cli import main
 from traitvec.errors import ConfigError, TraitNotFoundError
 from traitvec.traits import load_trait
@@ -608,12 +608,63 @@ def test_unknown_trait_raises(root: Path) -> None:
 
 
 def test_config_validation() -> None:
-    with pytest.raises(ConfigError, match="leak_share"):
+    with pytest.raises(ConfigError, match="leak_share") as info:
         AuditConfig(leak_share=1.5)
+    assert info.value.setting == "AuditConfig.leak_share" and str(info.value).startswith("AuditConfig.leak_share = ")
     with pytest.raises(ConfigError, match="min_pairs"):
         AuditConfig(min_pairs=0)
     with pytest.raises(ConfigError, match="xdist_warning"):
         AuditConfig(xdist_warning=0.9, xdist_error=0.8)
+
+
+def test_checks_run_from_the_registry_in_report_order() -> None:
+    from traitvec.audit.checks import CATALOG, FAMILIES
+
+    assert CHECKS == (
+        "structure",
+        "lexical_leak",
+        "opener_leak",
+        "punctuation_leak",
+        "person_confound",
+        "length_confound",
+        "template_clustering",
+        "syntactic_uniformity",
+        "vocabulary_clustering",
+        "cross_distribution",
+        "definition_format",
+        "definition_length",
+        "steering_questions",
+        "steering_overlap",
+    )
+    assert [c.family for c in CATALOG] == sorted((c.family for c in CATALOG), key=FAMILIES.index)
+    assert {c.name: c.needs for c in CATALOG if c.family == "files"} == dict.fromkeys(CHECKS[-4:], "trait")
+    assert all(c.needs == "pairs" for c in CATALOG if c.family != "files") and all(c.doc for c in CATALOG)
+
+
+def test_a_registered_check_joins_the_catalogue(monkeypatch: pytest.MonkeyPatch, root: Path) -> None:
+    from traitvec.audit import registry
+    from traitvec.audit.checks import FAMILIES
+    from traitvec.audit.findings import Finding
+    from traitvec.audit.text import PairText
+
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+
+    @registry.pair_check("pair_count")
+    def check_pair_count(data: PairText, cfg: AuditConfig) -> Finding:
+        """How many pairs there are."""
+        return Finding("pair_count", "ok", f"{data.n} pairs", value=float(data.n))
+
+    with pytest.raises(ValueError, match="not listed"):
+        registry.catalog(FAMILIES)
+    catalog = registry.catalog((*FAMILIES[:1], "test_audit", *FAMILIES[1:]))
+    names = [c.name for c in catalog]
+    assert names.index("pair_count") == names.index("punctuation_leak") + 1
+    make_trait(root, "states/clean", CLEAN_PAIRS)
+    trait = load_trait("states/clean", root)
+    [check] = [c for c in catalog if c.name == "pair_count"]
+    assert check.run(registry.AuditInput.from_trait(trait), AuditConfig()).value == 34.0
+    with pytest.raises(ValueError, match="registered twice"):
+        registry.pair_check("lexical_leak")(check_pair_count)
 
 
 needs_external = pytest.mark.skipif(not EXTERNAL.is_dir(), reason="../shared/external-traits is not present")

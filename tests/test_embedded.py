@@ -123,7 +123,7 @@ def test_vetting_on_the_embedded_base_model(root: Path, trait: str, tmp_path: Pa
     if not root.is_dir():
         pytest.skip(f"{root} is absent")
     from traitvec.cli import main
-    from traitvec.testing import JudgeServer, KeywordResponder
+    from traitvec.judge.testing import JudgeServer, KeywordResponder
 
     experiments = tmp_path / "experiments"
     (experiments / "gemma").mkdir(parents=True)
@@ -164,7 +164,7 @@ def test_pipeline_end_to_end_on_the_embedded_model(tmp_path: Path, monkeypatch, 
     if not EXTERNAL.is_dir():
         pytest.skip(f"{EXTERNAL} is absent")
     from traitvec.cli import main
-    from traitvec.testing import JudgeServer, KeywordResponder
+    from traitvec.judge.testing import JudgeServer, KeywordResponder
 
     trait = "emotion_set/optimism"
     experiments = tmp_path / "experiments"

@@ -1,6 +1,6 @@
 """The judge, against a real OpenAI-protocol HTTP server on 127.0.0.1 started here.
 
-Every API test talks to :class:`traitvec.testing.JudgeServer` through the real ``openai`` client:
+Every API test talks to :class:`traitvec.judge.testing.JudgeServer` through the real ``openai`` client:
 exact logprob arithmetic, abstention, the text fallback, retries (429 with Retry-After, 500,
 timeouts, malformed bodies), recorded failures, the SQLite cache, and that the API key never
 reaches a file, a log line, an exception or a repr. The local judge's digit tree is checked with a
@@ -17,7 +17,7 @@ import logging
 import math
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -31,16 +31,17 @@ from traitvec.judge import (
     summarize,
     weighted_score,
 )
-from traitvec.judge_cache import ScoreCache
-from traitvec.judge_openai import OpenAIJudge, _retry_after
-from traitvec.judge_prompts import (
+from traitvec.judge._http import retry_after
+from traitvec.judge.cache import ScoreCache
+from traitvec.judge.openai import OpenAIJudge
+from traitvec.judge.prompts import (
     COHERENCE_TEMPLATE,
     coherence_prompts,
     continuation_prompts,
     fill,
     trait_prompts,
 )
-from traitvec.testing import Completion, Fault, JudgeServer, KeywordResponder, ScriptedResponder
+from traitvec.judge.testing import Completion, Fault, JudgeServer, KeywordResponder, ScriptedResponder
 from traitvec.traits import Trait, load_trait
 
 KEY = "sk-test-SECRET-123"
@@ -280,12 +281,12 @@ def test_429_retry_after_is_honoured(tmp_path: Path) -> None:
 
 
 def test_retry_after_forms() -> None:
-    assert _retry_after({"retry-after": "2"}) == 2.0
-    assert _retry_after({"retry-after-ms": "250", "retry-after": "9"}) == 0.25
+    assert retry_after({"retry-after": "2"}) == 2.0
+    assert retry_after({"retry-after-ms": "250", "retry-after": "9"}) == 0.25
     date = email.utils.formatdate(time.time() + 3, usegmt=True)
-    assert 1.5 < (_retry_after({"retry-after": date}) or 0.0) <= 3.0
-    assert _retry_after({"retry-after": "soon"}) is None
-    assert _retry_after({}) is None
+    assert 1.5 < (retry_after({"retry-after": date}) or 0.0) <= 3.0
+    assert retry_after({"retry-after": "soon"}) is None
+    assert retry_after({}) is None
 
 
 @pytest.mark.parametrize(
@@ -527,7 +528,7 @@ def test_cli_judge_bad_trait_is_one_line_exit_2(
 
 
 def test_digit_tree_by_hand() -> None:
-    from traitvec.judge_local import DigitVocab, expected_score, number_distribution
+    from traitvec.judge.digits import DigitVocab, expected_score, number_distribution
 
     digits = {d: str(d) for d in range(10)}  # token id d spells the digit d
     vocab = DigitVocab(first={**digits, 50: "85", 51: "100"}, cont=digits, lead={60: " "})
@@ -569,7 +570,7 @@ def test_digit_vocab_from_a_real_tokenizer() -> None:
     sys.path.insert(0, str(Path(__file__).parent))
     from tiny import make_tokenizer
 
-    from traitvec.judge_local import DigitVocab
+    from traitvec.judge.digits import DigitVocab
 
     tokenizer = make_tokenizer()
     vocab = DigitVocab.from_tokenizer(tokenizer)
@@ -587,7 +588,8 @@ def test_local_judge_batched_cache_tree_matches_full_recompute(arch: str) -> Non
     sys.path.insert(0, str(Path(__file__).parent))
     from tiny import make_model
 
-    from traitvec.judge_local import DigitVocab, LocalJudge, number_distribution
+    from traitvec.judge.digits import DigitVocab, number_distribution
+    from traitvec.judge.local import LocalJudge
 
     loaded = make_model(arch, chat=True)
     full = DigitVocab.from_tokenizer(loaded.tokenizer)
@@ -623,7 +625,7 @@ def test_local_judge_scores_are_well_formed(trait: Trait, tmp_path: Path) -> Non
     sys.path.insert(0, str(Path(__file__).parent))
     from tiny import make_model
 
-    from traitvec.judge_local import LocalJudge
+    from traitvec.judge.local import LocalJudge
 
     judge = LocalJudge(make_model("qwen2", chat=True), min_mass=0.0, cache_path=tmp_path / "local.sqlite")
     scores = judge.score_trait(trait, ["Q?", "Q?"], ["Hopeful!", "Doomed."])
@@ -641,7 +643,7 @@ def test_local_judge_scores_are_well_formed(trait: Trait, tmp_path: Path) -> Non
 
 @pytest.mark.slow
 def test_local_judge_smollm2_on_and_off_trait(trait: Trait) -> None:
-    from traitvec.judge_local import LocalJudge
+    from traitvec.judge.local import LocalJudge
     from traitvec.models import load_model
 
     judge = LocalJudge(load_model("smollm2-135m-instruct"))
@@ -680,3 +682,121 @@ def test_cli_judge_text_mode_sends_no_logprob_request(
     out = capsys.readouterr().out
     assert "trait hum/optimism: " in out and "mode text" in out and "mode logprobs" not in out
     assert server.requests and not any(r.get("logprobs") for r in server.requests)
+
+
+# ------------------------------------------------------------------ settings, base class, package
+
+
+def test_judge_settings_validate_and_make(server: JudgeServer, tmp_path: Path) -> None:
+    import dataclasses
+
+    from traitvec.judge import JudgeSettings
+
+    for overrides, setting in [
+        ({"concurrency": 0}, "JudgeSettings.concurrency"),
+        ({"concurrency": True}, "JudgeSettings.concurrency"),
+        ({"base_url": "localhost:8000/v1"}, "JudgeSettings.base_url"),
+        ({"model": "   "}, "JudgeSettings.model"),
+        ({"local": ""}, "JudgeSettings.local"),
+        ({"cache": 3}, "JudgeSettings.cache"),
+        ({"text_mode": "yes"}, "JudgeSettings.text_mode"),
+    ]:
+        with pytest.raises(JudgeError) as info:
+            JudgeSettings(**overrides)  # type: ignore[arg-type]
+        assert info.value.setting == setting and str(info.value).startswith(f"{setting} = "), overrides
+    with pytest.raises(JudgeError) as info:
+        JudgeSettings(base_url=f"ftp://user:{KEY}@example.com")
+    assert KEY not in str(info.value)
+    settings = JudgeSettings(model="m", base_url=server.base_url, cache=tmp_path / "s.sqlite", concurrency=3,
+                             text_mode=True)  # fmt: skip
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        settings.concurrency = 4  # type: ignore[misc]
+    judge = settings.make()
+    assert isinstance(judge, OpenAIJudge) and judge.name == "m" and judge.concurrency == 3 and judge.mode == "text"
+    assert judge.cache_path == tmp_path / "s.sqlite"
+    assert judge.score_coherence(["Q?"], ["Rain falls when clouds cool down."])[0].mode == "text"
+    assert not server.requests[0].get("logprobs")
+    off = dataclasses.replace(settings, cache="off").make()
+    assert isinstance(off, OpenAIJudge) and off.cache_path is None
+
+
+def test_library_errors_name_settings_not_flags(tmp_path: Path) -> None:
+    raised: list[JudgeError] = []
+    with pytest.raises(JudgeError) as info:
+        OpenAIJudge("gpt-4.1-mini")
+    raised.append(info.value)
+    with pytest.raises(JudgeError) as info:
+        OpenAIJudge("m", base_url="localhost:8000/v1")
+    raised.append(info.value)
+    with JudgeServer(lambda r: Fault(404, '{"error": {"message": "model not found"}}')) as server:
+        with pytest.raises(JudgeError) as info:
+            judge_for(server, tmp_path).score_coherence(["Q?"], ["A."])
+    raised.append(info.value)
+    (tmp_path / "a-folder.sqlite").mkdir()
+    with pytest.raises(JudgeError) as info:
+        ScoreCache(tmp_path / "a-folder.sqlite")
+    raised.append(info.value)
+    settings = [e.setting for e in raised]
+    assert settings == ["make_judge(base_url=)"] * 2 + ["make_judge(model=)", "make_judge(cache_path=)"]
+    for error in raised:
+        assert "--" not in str(error), error
+        if error.setting != "make_judge(base_url=)" or "no judge API key" in str(error):
+            assert str(error.setting) in str(error), error
+
+
+def test_base_judge_is_an_extension_point(trait: Trait, tmp_path: Path) -> None:
+    """A judge written on BaseJudge gets score_*/ascore_*, usage, prompt hashes and the cache for free."""
+    from traitvec.judge import BaseJudge, Judge
+    from traitvec.judge.prompts import JudgePrompt
+
+    class LengthJudge(BaseJudge):
+        extra_usage = ("scored",)
+
+        def score_prompts(self, prompts: Sequence[JudgePrompt]) -> list[JudgeScore]:
+            out = []
+            for p in prompts:
+                key = f"len:{p.text}"
+                hit = self._cached(p, key)
+                if hit is None:
+                    hit = JudgeScore(
+                        float(len(p.text) % 101), "ok", "text", p.kind, None, None, p.prompt_hash, self.name
+                    )
+                    self._store(key, hit)
+                    self._count(scored=1, ok=1)
+                out.append(hit)
+            return out
+
+        async def ascore_prompts(self, prompts: Sequence[JudgePrompt]) -> list[JudgeScore]:
+            return self.score_prompts(prompts)
+
+        def describe(self) -> dict[str, object]:
+            return {"name": self.name, "prompt_hashes": self.prompt_hashes(), "smoke_test": self.smoke_test}
+
+    judge = LengthJudge("length", cache_path=tmp_path / "length.sqlite")
+    assert isinstance(judge, Judge)
+    first = judge.score_trait(trait, ["Q1?", "Q2?"], ["Hopeful.", "Doomed, doomed."])
+    cont = asyncio.run(judge.ascore_continuations(trait, ["She was"], [" hopeful."]))
+    assert [s.kind for s in first + cont] == ["trait", "trait", "continuation"]
+    assert first[0].score == float(len(trait_prompts(trait, ["Q1?"], ["Hopeful."])[0].text) % 101)
+    again = LengthJudge("length", cache_path=tmp_path / "length.sqlite")
+    assert [s.cached for s in again.score_trait(trait, ["Q1?"], ["Hopeful."])] == [True]
+    assert again.usage() == {**dict.fromkeys(judge.usage(), 0), "cache_hits": 1}
+    assert judge.usage()["scored"] == 3 and judge.usage()["ok"] == 3 and list(judge.usage())[-1] == "scored"
+    hashes = judge.describe()["prompt_hashes"]
+    assert isinstance(hashes, dict) and set(hashes) == {"coherence", "trait:hum/optimism", "continuation:hum/optimism"}
+    assert hashes["trait:hum/optimism"] == first[0].prompt_hash
+    judge.close()
+    judge.close()  # idempotent
+
+
+def test_importing_the_judge_package_loads_neither_openai_nor_torch() -> None:
+    import subprocess
+
+    code = (
+        "import sys, traitvec.judge, traitvec.judge.testing\n"
+        "print(sorted(m for m in ('openai', 'torch', 'httpx2') if m in sys.modules))"
+    )
+    env_path = str(Path(__file__).resolve().parents[1])
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={"PYTHONPATH": env_path, "PATH": "/usr/bin:/bin"})  # fmt: skip
+    assert out.stdout.strip() == "[]", out.stderr

@@ -19,7 +19,7 @@ from conftest import EXTERNAL, ROOT
 from tiny import make_model
 
 from traitvec.cli import main
-from traitvec.testing import JudgeServer, KeywordResponder
+from traitvec.judge.testing import JudgeServer, KeywordResponder
 
 KEY = "sk-test-SECRET-pipeline-4242"
 

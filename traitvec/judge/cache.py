@@ -23,9 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ._io import sha256_text
-from .embedded import cache_dir
-from .errors import JudgeError
+from .._io import sha256_text
+from ..embedded import cache_dir
+from ..errors import JudgeError
+from .scores import Mode, Status
 
 __all__ = ["CachedScore", "ScoreCache", "default_cache_path", "cache_key"]
 
@@ -60,8 +61,8 @@ class CachedScore:
     """A cached outcome (``ok`` or ``abstained``)."""
 
     score: float | None
-    status: str
-    mode: str | None
+    status: Status
+    mode: Mode | None
     mass: float | None
     reason: str | None
 
@@ -93,8 +94,9 @@ class ScoreCache:
             self._conn.execute(_SCHEMA)
         except (sqlite3.Error, OSError) as err:
             raise JudgeError(
-                f"cannot open the judge cache {self.path} ({err}); pass another --judge-cache path, "
-                "or delete the file if it is damaged"
+                f"cannot open the judge cache {self.path} ({err}); pass another make_judge(cache_path=) path, "
+                "or delete the file if it is damaged",
+                setting="make_judge(cache_path=)",
             ) from None
 
     def get(self, key: str) -> CachedScore | None:

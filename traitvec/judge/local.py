@@ -1,21 +1,15 @@
 """:class:`LocalJudge`: judge scores from an in-process Hugging Face model — a smoke test.
 
 The model reads the same prompt as the API judge (through its chat template when it has one) and
-the score is read from its next-token distributions, with no sampling.
-
-Tokenizers that write numbers digit by digit (SmolLM2 and Gemma: ``"85"`` → ``"8"``, ``"5"``)
-cannot give a 0–100 score in one distribution, so :func:`number_distribution` expands a small tree
-over digit tokens: ``P(n)`` is the probability of the digit tokens that spell ``n`` followed by an
-*end* — any token that is not a digit. For ``"85"``: ``P("8") · P("5" | "8") · P(end | "85")``;
-``P(100)`` goes through ``"1"``, ``"0"``, ``"0"``. Tokens whose text is several digits (``"85"`` as
-one token) are children like any other, so one expansion serves both kinds of tokenizer. Branches
-whose probability falls below ``prune`` are not expanded. The score is ``Σ n·P(n) / Σ P(n)`` and
-the mass ``Σ P(n)``; below ``min_mass`` the judge abstains.
+the score is read from its next-token distributions, with no sampling: ``P(n)`` for every number
+0–100 comes from a small tree over digit tokens (:mod:`traitvec.judge.digits`), the score is
+``Σ n·P(n) / Σ P(n)`` and the mass ``Σ P(n)``; below ``min_mass`` the judge abstains.
 
 Forward passes are batched: the prompts of a batch go through the model once, left-padded with
-explicit position ids, keeping the KV cache; each tree level is then one more pass that appends
-all its digit-token nodes to that cache at once, each masked to see only its prompt and its own
-ancestors (tree attention), so a score costs about one prompt pass and no cache is ever copied.
+explicit position ids (:func:`traitvec.batching.pad_batch`), keeping the KV cache; each tree level
+is then one more pass that appends all its digit-token nodes to that cache at once, each masked to
+see only its prompt and its own ancestors (tree attention), so a score costs about one prompt pass
+and no cache is ever copied.
 
 A 135M-parameter judge cannot rate traits reliably: scores from it are a smoke test of the
 pipeline, not a measurement (``smoke_test`` is True and :func:`~traitvec.judge.make_judge` says so
@@ -29,159 +23,31 @@ import copy
 import inspect
 import logging
 import os
-import threading
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
 
-from ._io import sha256_text
-from .errors import JudgeError
-from .judge import JudgeScore
-from .judge_cache import ScoreCache, cache_key, default_cache_path
-from .judge_prompts import COHERENCE_TEMPLATE, JudgePrompt, coherence_prompts, continuation_prompts, trait_prompts
-from .models import LoadedModel
-from .traits import Trait
+from ..batching import pad_batch
+from ..errors import JudgeError
+from ..models import LoadedModel
+from .base import BaseJudge
+from .cache import cache_key, default_cache_path
+from .digits import MAX_LEVELS, DigitVocab, expected_score, may_extend, number_distribution
+from .prompts import JudgePrompt
+from .scores import JudgeScore
 
-__all__ = ["DigitVocab", "LocalJudge", "NextTokenProbs", "expected_score", "number_distribution"]
+__all__ = ["LocalJudge"]
 
 logger = logging.getLogger(__name__)
 
-# (prompt index, digit tokens generated so far) → probability of each digit token id next.
-NextTokenProbs = Callable[[Sequence[tuple[int, tuple[int, ...]]]], Sequence[Mapping[int, float]]]
-
-_SPACE_MARKERS = ("Ġ", "▁", " ", "Ċ", "\t", "\n")
+Request = tuple[int, tuple[int, ...]]  # (prompt index, digit tokens generated so far)
 
 
-@dataclass(frozen=True)
-class DigitVocab:
-    """The tokens that can spell a number 0–100.
-
-    Attributes:
-        first: token id → digits, for tokens that may start the number (leading whitespace allowed,
-            e.g. ``" 8"``).
-        cont: token id → digits, for tokens that may continue it (digits only, no whitespace).
-        lead: token id → text of whitespace-only tokens, allowed once before the first digit
-            (SmolLM2 writes ``"Score: 7"`` as ``":"``, ``" "``, ``"7"``).
-    """
-
-    first: Mapping[int, str]
-    cont: Mapping[int, str]
-    lead: Mapping[int, str] = field(default_factory=dict)
-
-    @classmethod
-    def from_tokenizer(cls, tokenizer: Any) -> DigitVocab:
-        """Find every token whose text is 1–3 ASCII digits (optionally after whitespace, to start).
-
-        Raises:
-            JudgeError: the tokenizer has no digit tokens at all.
-        """
-        special = {int(i) for i in getattr(tokenizer, "all_special_ids", []) if i is not None}
-        pieces = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
-        first: dict[int, str] = {}
-        cont: dict[int, str] = {}
-        lead: dict[int, str] = {}
-        for token_id, piece in enumerate(pieces):
-            if token_id in special or not piece or len(piece) > 8:
-                continue
-            if not any("0" <= c <= "9" for c in piece):
-                if len(piece) <= 2 and (piece.startswith(_SPACE_MARKERS) or not piece.strip()):
-                    text = tokenizer.decode([token_id])
-                    if text and not text.strip() and len(text) <= 2:
-                        lead[token_id] = text
-                continue
-            text = tokenizer.decode([token_id])
-            core = text.strip()
-            if not (core and core.isascii() and core.isdigit() and len(core) <= 3) or text.rstrip() != text:
-                continue
-            first[token_id] = core
-            if text == core and not piece.startswith(_SPACE_MARKERS):
-                cont[token_id] = core
-        if not first:
-            raise JudgeError(f"tokenizer {type(tokenizer).__name__} has no digit tokens; it cannot be a local judge")
-        return cls(first, cont, lead)
-
-
-def _valid(digits: str) -> bool:
-    """True for the digits of an integer 0–100 written without leading zeros."""
-    return len(digits) <= 3 and (digits == "0" or not digits.startswith("0")) and int(digits) <= 100
-
-
-def number_distribution(
-    next_token_probs: NextTokenProbs,
-    vocab: DigitVocab,
-    n_prompts: int,
-    *,
-    prune: float = 1e-3,
-) -> list[dict[int, float]]:
-    """``P(n)`` for n = 0..100 for each prompt, by a breadth-first tree over digit tokens.
-
-    ``P(n)`` is the probability that the continuation spells ``n`` with digit tokens and then
-    ends (the next token is not a digit): the product of the digit tokens' probabilities times
-    ``1 − Σ P(digit token | digits so far)``. Different tokenizations of the same number add up. One
-    whitespace-only token (``vocab.lead``) may come before the first digit.
-    Nodes whose path probability is below ``prune`` are not expanded (their mass is lost, which can
-    only lower the reported mass).
-
-    Args:
-        next_token_probs: called once per tree level with ``(prompt index, digit token ids so far)``
-            pairs; returns, for each, the probability of each token id of ``vocab`` (a mapping; ids
-            left out count as 0).
-        vocab: the digit tokens (:meth:`DigitVocab.from_tokenizer`).
-        n_prompts: number of prompts.
-        prune: smallest path probability worth a forward pass.
-
-    Returns:
-        One ``{n: P(n)}`` per prompt (only numbers with some probability appear).
-
-    Example:
-        >>> vocab = DigitVocab(first={8: "8", 5: "5"}, cont={8: "8", 5: "5"})
-        >>> table = {(): {8: 0.5, 5: 0.5}, (8,): {5: 0.5}, (5,): {}, (8, 5): {}}
-        >>> number_distribution(lambda reqs: [table[s] for _, s in reqs], vocab, 1)
-        [{8: 0.25, 5: 0.5, 85: 0.25}]
-    """
-    dists: list[dict[int, float]] = [defaultdict(float) for _ in range(n_prompts)]
-    frontier: list[tuple[int, tuple[int, ...], str, float]] = [(i, (), "", 1.0) for i in range(n_prompts)]
-    while frontier:
-        probs = next_token_probs([(i, suffix) for i, suffix, _, _ in frontier])
-        if len(probs) != len(frontier):
-            raise ValueError(f"next_token_probs returned {len(probs)} distributions for {len(frontier)} requests")
-        following: list[tuple[int, tuple[int, ...], str, float]] = []
-        for (i, suffix, digits, path), table in zip(frontier, probs, strict=True):
-            if digits:
-                continuing = sum(table.get(t, 0.0) for t in vocab.cont)
-                end = min(1.0, max(0.0, 1.0 - continuing))
-                dists[i][int(digits)] += path * end
-            candidates = vocab.cont if suffix else vocab.first
-            if not suffix:
-                for token_id in vocab.lead:  # a space before the number: then digits only
-                    q = table.get(token_id, 0.0)
-                    if q > 0.0 and q >= prune:
-                        following.append((i, (token_id,), "", q))
-            for token_id, text in candidates.items():
-                q = table.get(token_id, 0.0)
-                if q <= 0.0:
-                    continue
-                spelled = digits + text
-                if path * q < prune or not _valid(spelled):
-                    continue
-                following.append((i, (*suffix, token_id), spelled, path * q))
-        frontier = following
-    return [dict(d) for d in dists]
-
-
-def expected_score(distribution: Mapping[int, float]) -> tuple[float | None, float]:
-    """``(Σ n·P(n) / Σ P(n), Σ P(n))``; the score is None when the mass is 0."""
-    mass = sum(distribution.values())
-    if mass <= 0:
-        return None, 0.0
-    return sum(n * p for n, p in distribution.items()) / mass, mass
-
-
-class LocalJudge:
+class LocalJudge(BaseJudge):
     """A judge that reads scores from an in-process model's next-token distributions (a smoke test).
 
     Args:
@@ -196,6 +62,8 @@ class LocalJudge:
         vocab: the tokens that spell numbers (default: every digit token of the tokenizer).
         show_progress: show a progress bar over batches (tqdm).
 
+    :meth:`usage` counts forward passes (``forward_passes``), prompt tokens, cache hits and outcomes.
+
     Example:
         >>> judge = LocalJudge(load_model("smollm2-135m-instruct"))
         >>> judge.score_coherence(["What is rain?"], ["Rain is water falling from clouds."])[0].mode
@@ -203,6 +71,7 @@ class LocalJudge:
     """
 
     smoke_test = True
+    extra_usage = ("forward_passes",)
     mode: Literal["local"] = "local"
 
     def __init__(
@@ -221,73 +90,31 @@ class LocalJudge:
             raise JudgeError(f"LocalJudge min_mass={min_mass!r} is invalid; expected a number in [0, 1]")
         if batch_size < 1:
             raise JudgeError(f"LocalJudge batch_size={batch_size!r} is invalid; expected a positive integer")
+        path = None if cache_path is False else Path(cache_path) if cache_path is not None else default_cache_path()
+        super().__init__(f"local:{loaded.name}", cache_path=path)
         self.loaded = loaded
-        self.name = f"local:{loaded.name}"
         self.min_mass = float(min_mass)
         self.batch_size = int(batch_size)
         self.prune = float(prune)
         self.answer_prefix = answer_prefix
-        self.cache_path: Path | None = (
-            None if cache_path is False else Path(cache_path) if cache_path is not None else default_cache_path()
-        )
-        self._cache: ScoreCache | None = None
         self._vocab: DigitVocab | None = vocab
         self.show_progress = show_progress
-        self._lock = threading.RLock()
-        self._usage = dict.fromkeys(("requests", "cache_hits", "prompt_tokens", "completion_tokens", "retries",
-                                     "failures", "abstentions", "ok", "forward_passes"), 0)  # fmt: skip
-        self._hashes: dict[str, str] = {}
 
     # ------------------------------------------------------------------ public
-
-    def score_trait(self, trait: Trait, questions: Sequence[str], answers: Sequence[str]) -> list[JudgeScore]:
-        """Score each answer for ``trait`` (see :meth:`traitvec.judge.Judge.score_trait`)."""
-        prompts = trait_prompts(trait, questions, answers)
-        self._note(f"trait:{trait.name}", prompts)
-        return self.score_prompts(prompts)
-
-    def score_coherence(self, questions: Sequence[str], answers: Sequence[str]) -> list[JudgeScore]:
-        """Score each answer for coherence."""
-        return self.score_prompts(coherence_prompts(questions, answers))
-
-    def score_continuations(
-        self, trait: Trait, prefills: Sequence[str], continuations: Sequence[str]
-    ) -> list[JudgeScore]:
-        """Score only each continuation for ``trait``, its prefill shown as context."""
-        prompts = continuation_prompts(trait, prefills, continuations)
-        self._note(f"continuation:{trait.name}", prompts)
-        return self.score_prompts(prompts)
-
-    async def ascore_trait(self, trait: Trait, questions: Sequence[str], answers: Sequence[str]) -> list[JudgeScore]:
-        """:meth:`score_trait` in a worker thread."""
-        return await asyncio.to_thread(self.score_trait, trait, questions, answers)
-
-    async def ascore_coherence(self, questions: Sequence[str], answers: Sequence[str]) -> list[JudgeScore]:
-        """:meth:`score_coherence` in a worker thread."""
-        return await asyncio.to_thread(self.score_coherence, questions, answers)
-
-    async def ascore_continuations(
-        self, trait: Trait, prefills: Sequence[str], continuations: Sequence[str]
-    ) -> list[JudgeScore]:
-        """:meth:`score_continuations` in a worker thread."""
-        return await asyncio.to_thread(self.score_continuations, trait, prefills, continuations)
 
     def score_prompts(self, prompts: Sequence[JudgePrompt]) -> list[JudgeScore]:
         """Score ready-made prompts, in order (batched forward passes, cache first)."""
         results: list[JudgeScore | None] = [None] * len(prompts)
-        cache = self._cache_db()
         todo: list[int] = []
         for index, prompt in enumerate(prompts):
-            hit = cache.get(self._key(prompt)) if cache is not None else None
-            if hit is not None:
-                results[index] = JudgeScore(hit.score, hit.status, "local", prompt.kind, hit.reason, hit.mass,  # type: ignore[arg-type]
-                                            prompt.prompt_hash, self.name, True)  # fmt: skip
-                self._count(cache_hits=1)
-            else:
+            hit = self._cached(prompt, self._key(prompt)) if self.cache_path is not None else None
+            if hit is None:
                 todo.append(index)
+            else:
+                results[index] = hit
         starts: Iterable[int] = range(0, len(todo), self.batch_size)
         if self.show_progress and len(todo) > self.batch_size:
-            from tqdm.auto import tqdm  # type: ignore[import-untyped]
+            from tqdm.auto import tqdm
 
             starts = tqdm(starts, desc=f"local judge ({prompts[0].kind})", unit="batch")
         with self._lock:
@@ -297,11 +124,16 @@ class LocalJudge:
                 for index, dist in zip(chunk, dists, strict=True):
                     results[index] = self._score(prompts[index], dist)
         done = [r for r in results if r is not None]
-        assert len(done) == len(prompts)
+        if len(done) != len(prompts):
+            raise AssertionError(f"{len(prompts) - len(done)} of {len(prompts)} prompts were left unscored")
         return done
 
+    async def ascore_prompts(self, prompts: Sequence[JudgePrompt]) -> list[JudgeScore]:
+        """:meth:`score_prompts` in a worker thread."""
+        return await asyncio.to_thread(self.score_prompts, prompts)
+
     def distributions(self, texts: Sequence[str]) -> list[dict[int, float]]:
-        """``{n: P(n)}`` for each judge prompt (see :func:`number_distribution`)."""
+        """``{n: P(n)}`` for each judge prompt (see :func:`~traitvec.judge.digits.number_distribution`)."""
         if not texts:
             return []
         with self._lock, torch.inference_mode():
@@ -310,15 +142,8 @@ class LocalJudge:
             return number_distribution(lambda requests: self._next_probs(root, vocab, requests), vocab, len(texts),
                                        prune=self.prune)  # fmt: skip
 
-    def usage(self) -> dict[str, Any]:
-        """Totals since the judge was made: forward passes, prompt tokens, cache hits, outcomes."""
-        with self._lock:
-            return dict(self._usage)
-
     def describe(self) -> dict[str, Any]:
         """Name, mode, model fingerprint, settings, prompt hashes and the smoke-test flag."""
-        with self._lock:
-            hashes = {"coherence": sha256_text(COHERENCE_TEMPLATE), **self._hashes}
         return {
             "class": type(self).__name__,
             "name": self.name,
@@ -331,7 +156,7 @@ class LocalJudge:
             "answer_prefix": self.answer_prefix,
             "batch_size": self.batch_size,
             "cache": str(self.cache_path) if self.cache_path else None,
-            "prompt_hashes": hashes,
+            "prompt_hashes": self.prompt_hashes(),
             "smoke_test": True,
         }
 
@@ -340,27 +165,9 @@ class LocalJudge:
 
     # ------------------------------------------------------------------ internals
 
-    def _note(self, label: str, prompts: Sequence[JudgePrompt]) -> None:
-        if prompts:
-            with self._lock:
-                self._hashes[label] = prompts[0].prompt_hash
-
-    def _count(self, **amounts: int) -> None:
-        with self._lock:
-            for key, amount in amounts.items():
-                self._usage[key] += amount
-
     def _key(self, prompt: JudgePrompt) -> str:
         params = {"mode": "local", "min_mass": self.min_mass, "prune": self.prune, "prefix": self.answer_prefix}
         return cache_key(f"{self.name}@{self.loaded.fingerprint}", prompt.text, params)
-
-    def _cache_db(self) -> ScoreCache | None:
-        if self.cache_path is None:
-            return None
-        with self._lock:
-            if self._cache is None:
-                self._cache = ScoreCache(self.cache_path)
-            return self._cache
 
     def _score(self, prompt: JudgePrompt, dist: Mapping[int, float]) -> JudgeScore:
         score, mass = expected_score(dist)
@@ -371,11 +178,7 @@ class LocalJudge:
         else:
             result = JudgeScore(score, "ok", "local", prompt.kind, None, mass, prompt.prompt_hash, self.name)
             self._count(ok=1)
-        cache = self._cache_db()
-        if cache is not None:
-            cache.put(self._key(prompt), judge=self.name, kind=result.kind, prompt_hash=result.prompt_hash,
-                      score=result.score, status=result.status, mode="local", mass=result.mass,
-                      reason=result.reason)  # fmt: skip
+        self._store(self._key(prompt), result)
         return result
 
     def _digit_vocab(self) -> DigitVocab:
@@ -405,32 +208,23 @@ class LocalJudge:
 
     def _root(self, texts: Sequence[str], vocab: DigitVocab) -> _Root:
         """One left-padded forward pass over the prompts, keeping the cache."""
-        encoded = [self._encode(t) for t in texts]
         device = self.loaded.device
-        width = max(len(ids) for ids in encoded)
-        pad = self.loaded.tokenizer.pad_token_id
-        input_ids = torch.full((len(encoded), width), int(pad), dtype=torch.long)
-        mask = torch.zeros((len(encoded), width), dtype=torch.long)
-        for row, ids in enumerate(encoded):
-            input_ids[row, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
-            mask[row, width - len(ids) :] = 1
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        out = self._forward(input_ids=input_ids.to(device), attention_mask=mask.to(device),
-                            position_ids=positions.to(device))  # fmt: skip
-        self._count(prompt_tokens=int(mask.sum()), requests=len(encoded))
+        batch = pad_batch([self._encode(t) for t in texts], int(self.loaded.tokenizer.pad_token_id), side="left")
+        mask = batch.attention_mask.to(device)
+        out = self._forward(input_ids=batch.input_ids.to(device), attention_mask=mask,
+                            position_ids=batch.position_ids.to(device))  # fmt: skip
+        self._count(prompt_tokens=sum(batch.lengths), requests=len(batch.lengths))
         probs = torch.softmax(out.logits[:, -1, :].float(), dim=-1).cpu()
         cache = out.cache if hasattr(out, "cache") else out.past_key_values
         window = _sliding_window(self.loaded.model.config)
         # each level appends at most one slot per digit token to a row, and numbers 0-100 take at most
-        # 4 levels (a leading space, then up to 3 digits): the cache must hold that within the window
-        room = _MAX_LEVELS * len(set(vocab.first) | set(vocab.cont) | set(vocab.lead))
-        tree = window is None or width + room < window
-        return _Root(probs=probs, cache=cache, mask=mask.to(device), lengths=mask.sum(-1).to(device),
-                     kv_length=width, tree=tree)  # fmt: skip
+        # MAX_LEVELS levels (a leading space, then up to 3 digits): the cache must hold that within the window
+        room = MAX_LEVELS * len(set(vocab.first) | set(vocab.cont) | set(vocab.lead))
+        tree = window is None or batch.width + room < window
+        lengths = torch.tensor(batch.lengths, dtype=torch.long, device=device)
+        return _Root(probs=probs, cache=cache, mask=mask, lengths=lengths, kv_length=batch.width, tree=tree)
 
-    def _next_probs(
-        self, root: _Root, vocab: DigitVocab, requests: Sequence[tuple[int, tuple[int, ...]]]
-    ) -> list[dict[int, float]]:
+    def _next_probs(self, root: _Root, vocab: DigitVocab, requests: Sequence[Request]) -> list[dict[int, float]]:
         """Distributions after each (prompt, digit tokens) request: one tree level in one forward pass.
 
         Tree attention: every node of the level is appended to its prompt's row of the shared KV
@@ -455,7 +249,8 @@ class LocalJudge:
             rows = root.mask.shape[0]
             width = max(len(ks) for ks in per_row.values())
             past = root.kv_length
-            dtype = self.loaded.model.dtype
+            model: Any = self.loaded.model  # a transformers model: its dtype is a property torch's stubs do not know
+            dtype: torch.dtype = model.dtype
             tokens = torch.full((rows, width), int(self.loaded.tokenizer.pad_token_id), dtype=torch.long)
             positions = torch.zeros((rows, width), dtype=torch.long)
             allowed = torch.zeros((rows, width, past + width), dtype=torch.bool)
@@ -482,7 +277,7 @@ class LocalJudge:
         return [o if o is not None else {} for o in out]
 
     def _next_probs_copying(
-        self, root: _Root, vocab: DigitVocab, requests: Sequence[tuple[int, tuple[int, ...]]]
+        self, root: _Root, vocab: DigitVocab, requests: Sequence[Request]
     ) -> list[dict[int, float]]:
         """As :meth:`_next_probs`, one new token per node on a copy of its parent's cache: for sliding-window
         models whose cache would drop prompt tokens once the tree's nodes are appended."""
@@ -514,18 +309,10 @@ class LocalJudge:
                 probs = torch.softmax(result.logits[:, -1, :].float(), dim=-1).cpu()
                 for j, (k, _) in enumerate(part):
                     out[k] = dict(zip(ids, probs[j, index].tolist(), strict=True))
-                    if _may_extend(requests[k][1], vocab):
+                    if may_extend(requests[k][1], vocab):
                         nodes[requests[k]] = (cache, j)
         root.nodes = nodes  # only the latest level's caches are kept
         return [o if o is not None else {} for o in out]
-
-
-def _may_extend(suffix: tuple[int, ...], vocab: DigitVocab) -> bool:
-    """Whether a node spelling ``suffix`` can still grow into a longer number 0–100."""
-    digits = "".join(vocab.first.get(t, "") if n == 0 else vocab.cont.get(t, "") for n, t in enumerate(suffix))
-    if not digits:
-        return True  # a leading space: digits follow
-    return any(_valid(digits + text) for text in set(vocab.cont.values()))
 
 
 def _select_rows(cache: Any, rows: torch.Tensor) -> Any:
@@ -538,9 +325,6 @@ def _select_rows(cache: Any, rows: torch.Tensor) -> Any:
         selected = copy.deepcopy(cache)
     selected.batch_select_indices(rows)
     return selected
-
-
-_MAX_LEVELS = 4  # tree levels after the prompt: a leading space, then up to three digit tokens
 
 
 def _sliding_window(config: Any) -> int | None:

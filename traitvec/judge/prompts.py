@@ -23,11 +23,11 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
 
-from ._io import sha256_text
-from .errors import ConfigError, JudgeError
-from .traits import Trait
+from .._io import sha256_text
+from ..errors import ConfigError, JudgeError
+from ..traits import Trait
+from .scores import Kind
 
 __all__ = [
     "COHERENCE_TEMPLATE",
@@ -43,8 +43,6 @@ __all__ = [
     "trait_prompts",
     "trait_template",
 ]
-
-Kind = Literal["trait", "coherence", "continuation"]
 
 _ASK = "Respond with a number between 0 and 100. Don't say anything else, just the number."
 

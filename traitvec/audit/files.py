@@ -19,8 +19,11 @@ import re
 from collections import Counter
 from types import MappingProxyType
 
-from ._audit_checks import AuditConfig, Example, Finding, content_words, words
-from .traits import Trait
+from ..traits import Trait
+from .config import AuditConfig
+from .findings import Example, Finding
+from .registry import trait_check
+from .text import content_words, words
 
 __all__ = ["check_definition_format", "check_definition_length", "check_steering_questions", "check_steering_overlap"]
 
@@ -47,6 +50,7 @@ def _definition_lines(trait: Trait) -> list[tuple[int, str]]:
     return [(i, line) for i, line in enumerate(raw, start=1)]
 
 
+@trait_check("definition_format")
 def check_definition_format(trait: Trait, cfg: AuditConfig) -> Finding:
     """HIGH/MID/LOW bands with score ranges and a Key line in ``definition.txt``."""
     name = "definition_format"
@@ -89,6 +93,7 @@ def check_definition_format(trait: Trait, cfg: AuditConfig) -> Finding:
     return Finding(name, "ok", "HIGH, MID and LOW bands with ranges, and a Key line", threshold, 0.0)
 
 
+@trait_check("definition_length")
 def check_definition_length(trait: Trait, cfg: AuditConfig) -> Finding:
     """``definition.txt`` within the recommended length."""
     name = "definition_length"
@@ -126,6 +131,7 @@ def _steering_text(trait: Trait) -> str:
         return ""
 
 
+@trait_check("steering_questions")
 def check_steering_questions(trait: Trait, cfg: AuditConfig) -> Finding:
     """``steering.json`` present, with 15-20 distinct questions."""
     name = "steering_questions"
@@ -157,6 +163,7 @@ def _ngrams(ws: list[str], n: int) -> set[tuple[str, ...]]:
     return {tuple(ws[i : i + n]) for i in range(len(ws) - n + 1)}
 
 
+@trait_check("steering_overlap")
 def check_steering_overlap(trait: Trait, cfg: AuditConfig) -> Finding:
     """Steering questions that repeat an extraction prefill."""
     name = "steering_overlap"
@@ -193,8 +200,8 @@ def check_steering_overlap(trait: Trait, cfg: AuditConfig) -> Finding:
             name, "ok", f"none of {len(trait.questions)} questions repeats a prefill", threshold, 0.0, fix=fix
         )
     examples: list[Example] = []
-    for question, (file, line, prefill), _ in hits[:3]:
-        examples += [Example("steering.json", _json_line(text, question), question), Example(file, line, prefill)]
+    for question, (file, line, prefill_text), _ in hits[:3]:
+        examples += [Example("steering.json", _json_line(text, question), question), Example(file, line, prefill_text)]
     listed = "; ".join(f"question {trait.questions.index(q) + 1} {why}" for q, _, why in hits[:5])
     return Finding(
         name,

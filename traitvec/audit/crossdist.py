@@ -37,7 +37,11 @@ from sklearn.feature_extraction.text import CountVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GroupKFold
 
-from ._audit_checks import AuditConfig, Example, Finding, PairText, _binom_tail, _skipped, content_words, words
+from ._common import binom_tail, skipped
+from .config import AuditConfig
+from .findings import Example, Finding, Severity
+from .registry import pair_check
+from .text import PairText, content_words, words
 
 __all__ = ["trait_words", "scenario_overlap", "check_cross_distribution"]
 
@@ -79,6 +83,7 @@ def scenario_overlap(pos: str, neg: str, ignore: frozenset[str] = frozenset()) -
     return len(a & b) / len(a | b) if a | b else 0.0
 
 
+@pair_check("cross_distribution")
 def check_cross_distribution(data: PairText, cfg: AuditConfig) -> Finding:
     """Paired accuracy of a pair-grouped, cross-validated classifier with the trait words removed."""
     name = "cross_distribution"
@@ -87,7 +92,7 @@ def check_cross_distribution(data: PairText, cfg: AuditConfig) -> Finding:
         f"binomial p < {cfg.xdist_p}; {cfg.xdist_folds}-fold GroupKFold by pair, trait words removed"
     )
     if data.n < max(cfg.min_pairs, 2):
-        return _skipped(name, data, cfg)
+        return skipped(name, data, cfg)
     removed = trait_words(data, cfg)
     docs = [[w for w in words(t) if w not in removed] for t in (*data.pos, *data.neg)]
     y = np.array([1] * data.n + [0] * data.n)
@@ -122,7 +127,7 @@ def check_cross_distribution(data: PairText, cfg: AuditConfig) -> Finding:
     correct = int(((pos_p > neg_p) & ~close).sum())
     ties = int(close.sum())
     accuracy = (correct + 0.5 * ties) / data.n
-    p_value = _binom_tail(correct, data.n - ties)
+    p_value = binom_tail(correct, data.n - ties)
 
     model = LogisticRegression(C=1.0, max_iter=2000).fit(x, y)
     vocab = vectorizer.get_feature_names_out()
@@ -140,7 +145,7 @@ def check_cross_distribution(data: PairText, cfg: AuditConfig) -> Finding:
         f" [{shown}{', ...' if len(removed) > 8 else ''}]" if removed else ""
     )
     if accuracy >= cfg.xdist_warning and p_value < cfg.xdist_p:
-        severity = "error" if accuracy >= cfg.xdist_error else "warning"
+        severity: Severity = "error" if accuracy >= cfg.xdist_error else "warning"
         message += (
             f"; the label is predictable without the trait words. Most predictive: positive "
             f"{', '.join(top_pos) or '-'}; negative {', '.join(top_neg) or '-'}"
