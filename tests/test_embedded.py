@@ -15,8 +15,8 @@ from traitvec.capture import capture
 from traitvec.embedded import cache_dir
 from traitvec.generation import generate
 from traitvec.methods import MeanDiff
+from traitvec.stages.steer import _projections
 from traitvec.steering import Steer
-from traitvec.steering_eval import _projections
 
 pytestmark = pytest.mark.slow
 TEXT = "The committee reviewed the proposal and, after a long discussion, decided to"

@@ -42,7 +42,6 @@ definition.txt and steering.json) so that each stays one concept of a readable s
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import logging
 import os
@@ -62,9 +61,8 @@ from ._audit_files import (
     check_steering_overlap,
     check_steering_questions,
 )
-from ._io import write_json
-from .errors import ConfigError, TraitDataError, TraitNotFoundError
-from .traits import DEFAULT_TRAITS_ROOT, Trait, list_traits, load_trait, trait_dir
+from .errors import TraitDataError, TraitNotFoundError
+from .traits import DEFAULT_TRAITS_ROOT, Trait, load_trait, trait_dir
 
 __all__ = [
     "AuditConfig",
@@ -78,7 +76,6 @@ __all__ = [
     "format_reports",
     "reports_to_dict",
     "trait_words",
-    "main_audit",
 ]
 
 logger = logging.getLogger(__name__)
@@ -365,21 +362,3 @@ def reports_to_dict(reports: Sequence[AuditReport], *, config: AuditConfig | Non
         "config": dataclasses.asdict(config or AuditConfig()),
         "traits": [r.to_dict() for r in reports],
     }
-
-
-def main_audit(args: argparse.Namespace) -> int:
-    """``traitvec audit``: print the text report; exit 1 when any error-level check fails, else 0.
-
-    Unknown traits raise :class:`~traitvec.errors.TraitvecError` (the CLI exits 2).
-    """
-    names = list(args.traits) or list_traits(args.traits_root)
-    if not names:
-        raise ConfigError(
-            f"no trait folders under {args.traits_root}; pass --traits-root or create category/trait folders"
-        )
-    reports = audit_traits(names, args.traits_root)
-    print(format_reports(reports))
-    if args.json:
-        write_json(args.json, reports_to_dict(reports))
-        print(f"JSON report written to {args.json}")
-    return 1 if any(r.errors for r in reports) else 0

@@ -6,32 +6,34 @@ concatenation for the model), and the judge scores only the continuation, with t
 as context. Reported: per-scenario scores, positive mean, negative mean, their separation with a
 pair-bootstrap 95% interval, pass when the separation exceeds the threshold (default 25), and
 the failing scenarios — a positive scoring under 50 or a negative at or over 50 — with their
-text. ``vetting.json`` also records, per pair, whether both sides passed, which
-``--vetted-only`` extraction uses.
+text. ``vetting.json`` also records, per pair, whether both sides passed, which vetted-only
+extraction (``run_pipeline(vetted_only=True)``) uses.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import logging
-import sys
 import time
 import warnings
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 
-from . import __version__
-from ._io import sha256_text, write_json
-from .errors import ConfigError
-from .experiments import ExperimentConfig, load_experiment
-from .generation import generate
-from .prompting import encode_prefill
-from .traits import Trait, load_trait
+from .. import __version__
+from .._io import write_json
+from ..errors import ConfigError
+from ..experiments import ExperimentConfig
+from ..generation import Generation, generate
+from ..judge import Judge, JudgeScore, summarize
+from ..models import LoadedModel, ModelPool
+from ..prompting import encode_prefill
+from ..traits import Prompt, Trait
+from .layout import OutputLayout
+from .resume import inputs_key, read_if_current
 
-__all__ = ["VetSettings", "vet_trait", "bootstrap_separation", "format_vetting", "cmd_vet"]
+__all__ = ["VetSettings", "vet_trait", "bootstrap_separation"]
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +48,9 @@ class VetSettings:
         pass_score: a positive fails under it, a negative at or over it.
         bootstrap: bootstrap resamples for the interval.
         seed: bootstrap seed.
+
+    Raises:
+        ConfigError: a length outside 16–32 or a pass score outside 0–100.
     """
 
     tokens: int = 24
@@ -56,18 +61,28 @@ class VetSettings:
 
     def __post_init__(self) -> None:
         if not 16 <= self.tokens <= 32:
-            raise ConfigError(f"--tokens {self.tokens}: vetting continuations are 16-32 tokens")
+            raise ConfigError(
+                f"VetSettings.tokens = {self.tokens}: vetting continuations are 16-32 tokens",
+                setting="VetSettings.tokens",
+            )
         if not 0 <= self.pass_score <= 100:
-            raise ConfigError(f"--pass-score {self.pass_score}: use a score between 0 and 100")
+            raise ConfigError(
+                f"VetSettings.pass_score = {self.pass_score}: use a score between 0 and 100",
+                setting="VetSettings.pass_score",
+            )
 
 
 def bootstrap_separation(
-    positive: list[float | None], negative: list[float | None], *, reps: int = 2000, seed: int = 0
+    positive: Sequence[float | None], negative: Sequence[float | None], *, reps: int = 2000, seed: int = 0
 ) -> tuple[float | None, tuple[float, float] | None]:
     """Separation (mean positive − mean negative over scored items) and a pair-bootstrap 95% interval.
 
     Pairs are resampled with replacement; unscored items (failed or abstained) are left out of
     each mean, never counted as 0.
+
+    Example:
+        >>> bootstrap_separation([80, 70, None], [20, 30, 10])[0]
+        55.0
     """
     pos = np.array([np.nan if s is None else s for s in positive], dtype=float)
     neg = np.array([np.nan if s is None else s for s in negative], dtype=float)
@@ -89,8 +104,8 @@ def bootstrap_separation(
 def vet_trait(
     trait: Trait,
     config: ExperimentConfig,
-    pool: Any,
-    judge: Any,
+    pool: ModelPool,
+    judge: Judge,
     *,
     settings: VetSettings | None = None,
     force: bool = False,
@@ -101,51 +116,84 @@ def vet_trait(
     Args:
         trait: the trait.
         config: the experiment (its model writes the continuations).
-        pool: a :class:`traitvec.pipeline.ModelPool` (loads the model when needed).
-        judge: a :class:`traitvec.judge.Judge`.
+        pool: loads the model when the report is not current.
+        judge: scores the continuations.
         settings: lengths and thresholds.
         force: redo even when ``vetting.json`` is current.
         show_progress: progress bars.
+
+    Example:
+        >>> report = vet_trait(trait, config, ModelPool(), make_judge())
+        >>> report["separation"], report["n_pairs_passed"]
     """
     settings = settings or VetSettings()
-    path = config.path / "extraction" / trait.name / "vetting.json"
+    path = OutputLayout(config.path).extraction(trait.name).vetting_json
     fingerprint = pool.fingerprint(config)
     judge_info = judge.describe()
-    key_inputs = {
-        "trait_hash": trait.files_hash,
-        "model": fingerprint,
-        "settings": asdict(settings),
-        "judge": {k: judge_info.get(k) for k in ("name", "prompt_hashes")},
-        "format": 1,
-    }
-    key = sha256_text(json.dumps(key_inputs, sort_keys=True, default=str))[:24]
-    if not force and fingerprint is not None and path.is_file():
-        try:
-            previous = json.loads(path.read_text())
-            if previous.get("inputs_key") == key:
-                logger.info("%s: vetting is current (%s)", trait.name, path)
-                return previous
-        except json.JSONDecodeError:
-            pass
+    key = inputs_key(
+        {
+            "trait_hash": trait.files_hash,
+            "model": fingerprint,
+            "settings": asdict(settings),
+            "judge": {k: judge_info.get(k) for k in ("name", "prompt_hashes")},
+            "format": 1,
+        }
+    )
+    # An unknown fingerprint (a hub model not loaded yet) cannot prove the report current.
+    previous = read_if_current(path, key, force=force or fingerprint is None)
+    if previous is not None:
+        logger.info("%s: vetting is current (%s)", trait.name, path)
+        return previous
     if trait.definition is None and trait.eval_prompt is None:
         raise ConfigError(f"{trait.path}: vetting needs definition.txt (the judge's rubric)")
     loaded = pool.get(config)
     started = time.perf_counter()
     prompts = list(trait.positive) + list(trait.negative)
+    generations = _continuations(trait, prompts, loaded, settings, show_progress)
+    prefills = [p.text if p.system_prompt is None else f"{p.system_prompt}\n\n{p.text}" for p in prompts]
+    scores = judge.score_continuations(trait, prefills, [g.text for g in generations])
+    report = {
+        "trait": trait.name,
+        "trait_hash": trait.files_hash,
+        "inputs_key": key,
+        "model": loaded.describe(),
+        "judge": judge_info,
+        "smoke_test": bool(judge.smoke_test),
+        "settings": asdict(settings),
+        **_verdict(trait, scores, generations, settings),
+        "usage": judge.usage(),
+        "seconds": round(time.perf_counter() - started, 1),
+        "traitvec_version": __version__,
+    }
+    if report["smoke_test"]:
+        report["warning"] = "scored by a tiny local judge: a smoke test, not a measurement"
+    write_json(path, report)
+    return report
+
+
+def _continuations(
+    trait: Trait, prompts: Sequence[Prompt], loaded: LoadedModel, settings: VetSettings, show_progress: bool
+) -> list[Generation]:
+    """Greedy continuations of every prefill."""
     encoded = [encode_prefill(loaded, p, chat=trait.chat) for p in prompts]
     logger.info("%s: %d continuations of %d tokens from %s", trait.name, len(encoded), settings.tokens, loaded.name)
-    generations = generate(
+    return generate(
         loaded, encoded, max_new_tokens=settings.tokens, show_progress=show_progress, desc="vetting continuations"
     )
-    continuations = [g.text for g in generations]
-    prefills = [p.text if p.system_prompt is None else f"{p.system_prompt}\n\n{p.text}" for p in prompts]
-    scores = judge.score_continuations(trait, prefills, continuations)
+
+
+def _verdict(
+    trait: Trait, scores: Sequence[JudgeScore], generations: Sequence[Generation], settings: VetSettings
+) -> dict[str, Any]:
+    """Class summaries, separation and its interval, verdict, and every scenario (failing ones also listed apart)."""
     n = trait.n_pairs
     pos_scores, neg_scores = scores[:n], scores[n:]
     pos_values = [s.score if s.ok else None for s in pos_scores]
     neg_values = [s.score if s.ok else None for s in neg_scores]
     separation, interval = bootstrap_separation(pos_values, neg_values, reps=settings.bootstrap, seed=settings.seed)
-    scenarios, failing, pair_passed = [], [], []
+    scenarios: list[dict[str, Any]] = []
+    failing: list[dict[str, Any]] = []
+    pair_passed: list[bool] = []
     for i in range(n):
         for side, prompt, score, gen in (
             ("positive", trait.positive[i], pos_scores[i], generations[i]),
@@ -170,16 +218,7 @@ def vet_trait(
             if not ok:
                 failing.append(entry)
         pair_passed.append(all(e["passed"] for e in scenarios[-2:]))
-    from .judge import summarize
-
-    report = {
-        "trait": trait.name,
-        "trait_hash": trait.files_hash,
-        "inputs_key": key,
-        "model": loaded.describe(),
-        "judge": judge_info,
-        "smoke_test": bool(getattr(judge, "smoke_test", False)),
-        "settings": asdict(settings),
+    return {
         "positive": summarize(pos_scores).to_dict(),
         "negative": summarize(neg_scores).to_dict(),
         "separation": separation,
@@ -190,71 +229,4 @@ def vet_trait(
         "pair_passed": pair_passed,
         "failing": failing,
         "scenarios": scenarios,
-        "usage": judge.usage(),
-        "seconds": round(time.perf_counter() - started, 1),
-        "traitvec_version": __version__,
     }
-    if report["smoke_test"]:
-        report["warning"] = "scored by a tiny local judge: a smoke test, not a measurement"
-    write_json(path, report)
-    return report
-
-
-def _clip(text: str, width: int) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= width else text[: width - 1] + "…"
-
-
-def format_vetting(report: dict[str, Any], *, max_failing: int = 40) -> str:
-    """A readable summary: class means, separation, verdict and the failing scenarios."""
-    pos, neg = report["positive"], report["negative"]
-    sep, ci = report["separation"], report["separation_ci95"]
-    lines = [
-        f"{report['trait']}: scenario vetting on {report['model']['name']}, judge {report['judge'].get('name')}",
-        f"  positive mean {_num(pos['mean'])}  {_counts(pos)}",
-        f"  negative mean {_num(neg['mean'])}  {_counts(neg)}",
-        f"  separation    {_num(sep)}  95% CI {('[' + _num(ci[0]) + ', ' + _num(ci[1]) + ']') if ci else '-'}"
-        f"  -> {'PASS' if report['passed'] else 'FAIL'} (needs > {report['settings']['threshold']:g})",
-        f"  pairs with both sides passing: {report['n_pairs_passed']} / {report['n_pairs']}",
-    ]
-    failing = report["failing"]
-    if failing:
-        lines.append(
-            f"  failing scenarios ({len(failing)}; positive < {report['settings']['pass_score']:g}, "
-            f"negative >= {report['settings']['pass_score']:g}, or unscored):"
-        )
-        lines.append(f"    {'line':>4}  {'side':8}  {'score':>5}  prefill → continuation")
-        for e in failing[:max_failing]:
-            score = _num(e["score"]) if e["score"] is not None else e["status"]
-            text = _clip(f"{e['prefill'][-70:]} → {e['continuation']}", 110)
-            lines.append(f"    {e['line']:>4}  {e['side']:8}  {score:>5}  {text}")
-        if len(failing) > max_failing:
-            lines.append(f"    … {len(failing) - max_failing} more in vetting.json")
-    if report.get("smoke_test"):
-        lines.append("  WARNING: scored by a tiny local judge: a smoke test, not a measurement")
-    return "\n".join(lines)
-
-
-def _counts(summary: dict[str, Any]) -> str:
-    return f"(n={summary['n']}, failed {summary['n_failed']}, abstained {summary['n_abstained']})"
-
-
-def _num(value: float | None) -> str:
-    return "-" if value is None else f"{value:.1f}"
-
-
-def cmd_vet(args: argparse.Namespace) -> int:
-    """``traitvec vet`` / ``extraction/vet_scenarios.py``: exit 0 on pass, 1 when the separation fails."""
-    from .judge import judge_from_args
-    from .pipeline import ModelPool
-
-    config = load_experiment(args.experiment, args.experiments_root)
-    trait = load_trait(args.trait, args.traits_root)
-    settings = VetSettings(tokens=args.tokens, threshold=args.threshold, pass_score=args.pass_score)
-    judge = judge_from_args(args)
-    report = vet_trait(
-        trait, config, ModelPool(), judge, settings=settings, force=args.force, show_progress=sys.stderr.isatty()
-    )
-    print(format_vetting(report))
-    print(f"  written: {config.path / 'extraction' / trait.name / 'vetting.json'}")
-    return 0 if report["passed"] else 1
