@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..steering import Steer
+from ..steering import Scale, Steer
 from .settings import parse_layers
 
 __all__ = ["cmd_steer", "cmd_export"]
@@ -39,7 +39,7 @@ def cmd_steer(args: argparse.Namespace) -> int:
     vector = TraitVector.load(args.vector)
     loaded = load_model(config)
     vector.check_model(loaded)
-    scale = "absolute" if args.absolute else "spread"
+    scale: Scale = "absolute" if args.absolute else "spread"
     configs: list[list[Steer]] = [[]]
     configs += [[Steer(vector, args.layer, c, args.mode, args.positions, scale)] for c in args.coefficient]
     prompts = [q for _ in configs for q in args.questions]

@@ -173,7 +173,7 @@ def extract_trait(
     vectors: dict[str, Path] = {}
     evaluations: dict[str, Evaluation] = {}
     previous = None if force else read_json(paths.evaluation_json)
-    eval_keys = {
+    eval_keys: dict[str, str] = {
         position: inputs_key({"activations": keys[position], **_evaluation_inputs(settings)})
         for position in settings.positions
     }
@@ -213,7 +213,7 @@ def _activation_keys(trait: Trait, fingerprint: str, settings: ExtractionSetting
         "model": fingerprint,
         "layers": list(settings.layers) if settings.layers is not None else "all",
     }
-    keys = {}
+    keys: dict[str, str] = {}
     for position in settings.positions:
         inputs: dict[str, Any] = dict(base, position=position)
         if position == "response-mean":
@@ -263,11 +263,11 @@ def _activations(
         show_progress=show_progress,
         backend=settings.backend,
     )
-    for position, acts in captured.items():
-        acts = Activations(**{**acts.__dict__, "extra": {**acts.extra, "inputs_key": keys[position]}})
-        acts.save(paths.activations(position))
-        activations[position] = acts
-        recomputed.append(f"activations/{position}")
+    for name, acts in captured.items():
+        acts = Activations(**{**acts.__dict__, "extra": {**acts.extra, "inputs_key": keys[name]}})
+        acts.save(paths.activations(name))
+        activations[name] = acts
+        recomputed.append(f"activations/{name}")
     return activations
 
 

@@ -39,24 +39,24 @@ from typing import Any
 
 from .. import __version__
 from .._io import sha256_text, write_json, write_text
-from ..capture import Selection, capture_sequences
 from ..errors import ConfigError
 from ..evaluation import Evaluation
 from ..experiments import ExperimentConfig
-from ..generation import Generation, generate
+from ..generation import generate
 from ..judge import Judge
 from ..models import LoadedModel, ModelPool
 from ..prompting import PLAIN_STOP, encode_chat
 from ..render.markdown import format_results
 from ..render.plots import plot_steering
-from ..stats import mean_ci
 from ..steering import Steer, SteerPositions
 from ..traits import Trait
 from ..vectors import TraitVector
 from .extract import ExtractionResult
 from .layout import OutputLayout, SteeringPaths
+from .projection import answer_projections
 from .resume import inputs_key, read_if_current
 from .search import Record, candidate_layers, effective_floor, response_summary, search
+from .steer_summary import best_run, mean_projection, run_summaries
 
 __all__ = ["SteeringSettings", "run_steering_eval"]
 
@@ -283,7 +283,7 @@ class _Rounds:
         asked = [questions[m[2]] for m in meta]
         trait_scores = self.judge.score_trait(self.trait, asked, answers)
         coherence = self.judge.score_coherence(asked, answers)
-        projections = _projections(self.loaded, vector, generations, self.layers)
+        projections = answer_projections(self.loaded, vector, generations, self.layers)
         responses = []
         for m, g, t, c, p in zip(meta, generations, trait_scores, coherence, projections, strict=True):
             responses.append(
@@ -348,10 +348,8 @@ def _results(
     """The ``results.json`` document (less timing and version, which the caller adds)."""
     trait, plan, settings, judge = runner.trait, runner.plan, runner.settings, runner.judge
     baseline = response_summary(rounds[0]["responses"])
-    base_proj = {layer: _mean_projection(rounds[0]["responses"], layer) for layer in runner.layers}
-    runs = _run_summaries(rounds, baseline, base_proj, plan.vector, _sign(trait), floor)
-    eligible = [r for r in runs if r["coherent"] and r["trait_gain"] is not None]
-    best = max(eligible, key=lambda r: (r["trait_gain"], -abs(r["coefficient"]))) if eligible else None
+    base_proj = {layer: mean_projection(rounds[0]["responses"], layer) for layer in runner.layers}
+    runs = run_summaries(rounds, baseline, base_proj, plan.vector.spread, _sign(trait), floor)
     return {
         "trait": trait.name,
         "inputs_key": plan.key,
@@ -373,74 +371,10 @@ def _results(
         "smoke_test": bool(judge.smoke_test),
         "baseline": {**baseline, "projection": {str(k): v for k, v in base_proj.items()}},
         "runs": runs,
-        "best": best,
+        "best": best_run(runs),
         "responses": [dict(r, round=record["round"]) for record in rounds for r in record["responses"]],
         "usage": judge.usage(),
     }
-
-
-def _run_summaries(
-    rounds: list[Record],
-    baseline: dict[str, Any],
-    base_proj: dict[int, float | None],
-    vector: TraitVector,
-    sign: float,
-    floor: float,
-) -> list[dict[str, Any]]:
-    """One summary per (round, layer): trait and coherence means, trait gain, projection gain."""
-    runs = []
-    for record in rounds[1:]:
-        for layer, coefficient in record["configs"]:
-            responses = [r for r in record["responses"] if r["layer"] == layer]
-            summary = response_summary(responses)
-            proj_mean, proj_ci = mean_ci([r["projection"] for r in responses if r["projection"] is not None])
-            gain_trait = None
-            if summary["trait"]["mean"] is not None and baseline["trait"]["mean"] is not None:
-                gain_trait = sign * (summary["trait"]["mean"] - baseline["trait"]["mean"])
-            base = base_proj[layer]
-            runs.append(
-                {
-                    "layer": layer,
-                    "coefficient": coefficient,
-                    "round": record["round"],
-                    **summary,
-                    "trait_gain": gain_trait,
-                    "coherent": summary["coherence"]["mean"] is not None and summary["coherence"]["mean"] >= floor,
-                    "projection": {"mean": proj_mean, "ci95": list(proj_ci) if proj_ci else None},
-                    "projection_gain": None
-                    if proj_mean is None or base is None
-                    else (proj_mean - base) / vector.spread(layer),
-                }
-            )
-    return runs
-
-
-def _projections(
-    loaded: LoadedModel, vector: TraitVector, generations: list[Generation], layers: list[int]
-) -> list[dict[str, float] | None]:
-    """Per answer, ``{layer: projection}`` of its response-mean activation (read back by the unsteered
-    model from the exact generated token ids) on the vector, at every candidate layer."""
-    selections, index = [], []
-    for i, g in enumerate(generations):
-        response = list(g.tokens) or list(g.raw_tokens[:1])
-        if not response:
-            continue
-        ids = list(g.prompt_ids) + response
-        selections.append(Selection(tuple(ids), {"response": tuple(range(len(g.prompt_ids), len(ids)))}))
-        index.append(i)
-    out: list[dict[str, float] | None] = [None] * len(generations)
-    if not selections:
-        return out
-    wanted = sorted(set(layers))
-    reduced = capture_sequences(loaded, selections, wanted)["response"]
-    for row, i in enumerate(index):
-        out[i] = {str(layer): float(reduced[row, k] @ vector.direction(layer)) for k, layer in enumerate(wanted)}
-    return out
-
-
-def _mean_projection(responses: list[dict[str, Any]], layer: int) -> float | None:
-    values = [r["projections"][str(layer)] for r in responses if r.get("projections")]
-    return sum(values) / len(values) if values else None
 
 
 def _checkpoint(plan: _Plan, rounds: list[Record]) -> None:

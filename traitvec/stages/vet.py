@@ -199,8 +199,9 @@ def _verdict(
             ("positive", trait.positive[i], pos_scores[i], generations[i]),
             ("negative", trait.negative[i], neg_scores[i], generations[n + i]),
         ):
-            ok = score.ok and (
-                score.score >= settings.pass_score if side == "positive" else score.score < settings.pass_score
+            value = score.score if score.ok else None
+            ok = value is not None and (
+                value >= settings.pass_score if side == "positive" else value < settings.pass_score
             )
             entry = {
                 "line": trait.lines[i],
