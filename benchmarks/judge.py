@@ -29,9 +29,10 @@ import time
 from multiprocessing.connection import Connection
 from pathlib import Path
 
-from traitvec.judge import summarize
 from traitvec.judge_openai import OpenAIJudge
 from traitvec.testing import JudgeServer
+
+from traitvec.judge import summarize
 
 
 def _serve(latency: float, conn: Connection) -> None:

@@ -27,12 +27,12 @@ PACKAGE = ROOT / "traitvec"
 # imports only from lower layers, or from the same-layer units SAME_LAYER names.
 LAYERS: dict[str, int] = {
     "cli": 5, "commands": 5, "__main__": 5,
-    "stages": 4,
+    "stages": 4, "executors": 4,
     "judge": 3, "audit": 3, "render": 3,
     "capture": 2, "capture_nnsight": 2, "generation": 2, "steering": 2,
-    "activations": 1, "methods": 1, "vectors": 1, "evaluation": 1,
-    "traits": 0, "experiments": 0, "embedded": 0, "models": 0, "layers": 0, "hooks": 0, "prompting": 0,
-    "batching": 0, "_io": 0, "stats": 0, "errors": 0,
+    "activations": 1, "methods": 1, "vectors": 1, "evaluation": 1, "preference": 1, "_preference_rows": 1,
+    "traits": 0, "_trait_files": 0, "conversations": 0, "experiments": 0, "embedded": 0, "models": 0, "layers": 0,
+    "hooks": 0, "prompting": 0, "batching": 0, "_io": 0, "stats": 0, "errors": 0,
     "": 0,  # traitvec/__init__.py: __version__ and the lazy export table; it imports nothing at import time
 }  # fmt: skip
 SAME_LAYER: dict[str, frozenset[str]] = {
@@ -42,9 +42,12 @@ SAME_LAYER: dict[str, frozenset[str]] = {
     "generation": frozenset({"steering"}),
     "methods": frozenset({"activations", "vectors"}),
     "evaluation": frozenset({"activations", "methods", "vectors"}),
+    "preference": frozenset({"_preference_rows"}),
     "models": frozenset({"embedded", "errors", "experiments", "layers"}),
-    "prompting": frozenset({"models", "traits"}),
-    "traits": frozenset({"_io", "errors"}),
+    "prompting": frozenset({"conversations", "errors", "models", "traits"}),
+    "traits": frozenset({"_io", "_trait_files", "conversations", "errors"}),
+    "_trait_files": frozenset({"errors"}),
+    "conversations": frozenset({"errors"}),
     "experiments": frozenset({"errors", "traits"}),
     "embedded": frozenset({"_io", "errors"}),
     "layers": frozenset({"errors"}),

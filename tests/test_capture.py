@@ -14,9 +14,9 @@ from tiny import ARCHITECTURES, make_model
 from traitvec import ConfigError, VectorError, load_trait
 from traitvec.capture import Activations, capture, capture_sequences, length_batches, resolve_layers
 from traitvec.evaluation import auroc, cohens_d, evaluate, split_pairs
-from traitvec.extraction import ExtractionSettings, extract_trait
 from traitvec.hooks import HookSet
 from traitvec.methods import PCA, MeanDiff, Probe, get_method
+from traitvec.stages.extract import ExtractionSettings, extract_trait
 from traitvec.traits import Prompt, Trait
 from traitvec.vectors import TraitVector
 

@@ -160,3 +160,48 @@ def test_export_gguf_command(tmp_path: Path, capsys) -> None:
     assert main(["export-gguf", str(tmp_path / "missing.safetensors"), "--out", str(tmp_path / "w.gguf")]) == 2
     assert len(errors(capsys)) == 1
     json.loads(path.with_suffix(".json").read_text())
+
+
+def test_library_errors_name_the_setting_and_the_cli_names_the_flag(trait_root: Path, capsys) -> None:
+    from traitvec import ConfigError, ExtractionSettings, SteeringSettings, VetSettings
+
+    with pytest.raises(ConfigError) as info:
+        ExtractionSettings(backend="x")  # type: ignore[arg-type]
+    assert str(info.value) == "ExtractionSettings.backend = 'x' is not one of hooks, nnsight"
+    assert info.value.setting == "ExtractionSettings.backend"
+    for make, setting in (
+        (lambda: SteeringSettings(samples=0), "SteeringSettings.samples"),
+        (lambda: SteeringSettings(coherence_floor=150), "SteeringSettings.coherence_floor"),
+        (lambda: VetSettings(tokens=8), "VetSettings.tokens"),
+    ):
+        with pytest.raises(ConfigError) as info:
+            make()
+        assert info.value.setting == setting and str(info.value).startswith(f"{setting} = ")
+        assert "--" not in str(info.value)
+
+    common = ["--traits", "test/optimism", "--traits-root", str(trait_root)]
+    common += ["--experiments-root", str(ROOT / "experiments"), "--experiment", "gemma-3-270m"]
+    cases = [
+        (["extract", *common, "--backend", "x"], "--backend 'x' is not one of hooks, nnsight"),
+        (["extract", *common, "--position", "middle"], "--position 'middle' is not one of prefill-mean,"),
+        (["run", *common, "--samples", "0"], "--samples 0: must be at least 1"),
+        (["run", *common, "--coherence-floor", "150"], "--coherence-floor 150.0: use a score between 0 and 100"),
+    ]
+    for argv, expected in cases:
+        assert main(argv) == 2
+        (line,) = errors(capsys)
+        assert expected in line and "Settings." not in line, line
+
+
+def test_vet_and_vetted_only_errors_name_flags(tmp_path: Path, trait_root: Path, capsys) -> None:
+    experiments = tmp_path / "experiments"
+    (experiments / "e").mkdir(parents=True)
+    (experiments / "e" / "config.toml").write_text('model = "x/y"\n')
+    where = ["--traits-root", str(trait_root), "--experiments-root", str(experiments), "--experiment", "e"]
+    assert main(["vet", "--trait", "test/optimism", *where, "--tokens", "8"]) == 2
+    (line,) = errors(capsys)
+    assert "--tokens 8: vetting continuations are 16-32 tokens" in line
+    assert main(["extract", "--traits", "test/optimism", *where, "--vetted-only"]) == 2
+    (line,) = errors(capsys)
+    assert "--vetted-only needs" in line and "vetting.json" in line and "--vet," in line
+    assert "run_pipeline(" not in line

@@ -15,8 +15,8 @@ from traitvec.capture import capture
 from traitvec.embedded import cache_dir
 from traitvec.generation import generate
 from traitvec.methods import MeanDiff
+from traitvec.stages.projection import answer_projections
 from traitvec.steering import Steer
-from traitvec.steering_eval import _projections
 
 pytestmark = pytest.mark.slow
 TEXT = "The committee reviewed the proposal and, after a long discussion, decided to"
@@ -108,7 +108,7 @@ def test_steering_raises_the_projection_of_generated_answers(gemma) -> None:
     questions = list(trait.questions[:12])
     rows = [[]] * len(questions) + [[Steer(vector, layer, 1.0)]] * len(questions)
     answers = generate(gemma, questions + questions, max_new_tokens=32, steering=rows, stop_strings=["\nQuestion:"])
-    projections = [p[str(layer)] for p in _projections(gemma, vector, answers, [layer])]
+    projections = [p[str(layer)] for p in answer_projections(gemma, vector, answers, [layer])]
     baseline, steered = projections[: len(questions)], projections[len(questions) :]
     gain = (sum(steered) / len(steered) - sum(baseline) / len(baseline)) / vector.spread(layer)
     raised = sum(s > b for s, b in zip(steered, baseline, strict=True))

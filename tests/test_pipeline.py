@@ -208,3 +208,110 @@ def test_killed_pipeline_resumes_with_the_same_results(tmp_path: Path, tiny_expe
     assert {k: v for k, v in ours.items() if k not in strip} == {k: v for k, v in theirs.items() if k not in strip}
     assert not progress.exists()
     assert not [p for p in (interrupted / "tiny").rglob("*") if p.name.startswith(".") and p.suffix == ".tmp"]
+
+
+def _experiment(root: Path, name: str, extra: str = "") -> str:
+    """Another experiment on the tiny model of ``root/tiny`` (its own outputs folder)."""
+    (root / name).mkdir(exist_ok=True)
+    (root / name / "config.toml").write_text((root / "tiny" / "config.toml").read_text() + extra)
+    return name
+
+
+def test_run_pipeline_from_python_with_settings_objects(tiny_experiments: Path) -> None:
+    import traitvec as tv
+    from traitvec.judge import make_judge
+
+    traits_root = ROOT / "datasets" / "traits"
+    experiment = _experiment(tiny_experiments, "tiny-library")
+    extraction = tv.ExtractionSettings(positions=("prefill-mean",), methods=("mean-diff", "probe"))
+    steering = tv.SteeringSettings(method="probe", n_layers=1, questions=2, search_steps=2, max_new_tokens=8)
+    with JudgeServer(KeywordResponder()) as server:
+        made: list[int] = []
+
+        def judge() -> tv.Judge:
+            made.append(1)
+            return make_judge("test-judge", base_url=server.base_url, api_key=KEY, cache_path=False)
+
+        def run() -> list[tv.TraitRun]:
+            return tv.run_pipeline(
+                experiment,
+                ["states/optimism"],
+                extraction=extraction,
+                steering=steering,
+                judge=judge,
+                traits_root=traits_root,
+                experiments_root=tiny_experiments,
+            )
+
+        (first,) = run()
+        requests = len(server.requests)
+        (again,) = run()  # everything current: nothing recomputed, nothing judged again
+        assert len(server.requests) == requests > 0 and made == [1, 1]
+    assert isinstance(first, tv.TraitRun) and first.trait == "states/optimism" and first.vetting is None
+    assert first.extraction is not None and again.extraction is not None
+    folder = tiny_experiments / experiment
+    extracted = folder / "extraction/states/optimism"
+    assert first.extraction.folder == extracted and again.extraction.recomputed == ()
+    assert set(first.extraction.vectors) == {"mean-diff-prefill-mean", "probe-prefill-mean"}
+    assert first.extraction.recomputed == (
+        "activations/prefill-mean",
+        "vectors/mean-diff-prefill-mean",
+        "vectors/probe-prefill-mean",
+        "evaluation/prefill-mean",
+    )
+    evaluation = json.loads((extracted / "evaluation.json").read_text())
+    assert list(evaluation["positions"]) == ["prefill-mean"]
+    results = json.loads((folder / "steering/states/optimism/results.json").read_text())
+    assert first.steering == results and again.steering == results
+    assert results["settings"]["method"] == "probe" and results["vector"]["method"] == "probe"
+    # The one candidate layer: the probe's highest held-out Cohen's d within 20-80% of the 4-layer depth.
+    metrics = [m for m in evaluation["positions"]["prefill-mean"]["metrics"] if m["method"] == "probe"]
+    band = [m for m in metrics if 0.2 <= m["layer"] / 3 <= 0.8]
+    best = max(band, key=lambda m: (m["cohens_d"] if m["cohens_d"] is not None else -1e9, -m["layer"]))
+    assert results["layers"] == [best["layer"]]
+    assert results["baseline"]["trait"]["n"] == 2 and len(results["questions"]) == 2
+    assert [(r["layer"], r["round"]) for r in results["runs"]] == [(best["layer"], 1), (best["layer"], 2)]
+    assert abs(results["runs"][0]["coefficient"]) == 0.5 and results["judge"]["name"] == "test-judge"
+    markdown = (folder / "steering/states/optimism/results.md").read_text()
+    assert markdown.startswith("# Steering evaluation: states/optimism")
+
+
+def test_run_pipeline_without_steering_builds_no_judge_and_uses_the_experiment_layers(tiny_experiments: Path) -> None:
+    import traitvec as tv
+
+    experiment = _experiment(tiny_experiments, "tiny-layers", "layers = [1, 2]\n")
+
+    def no_judge() -> tv.Judge:
+        raise AssertionError("extraction alone must not build the judge")
+
+    (run,) = tv.run_pipeline(
+        experiment,
+        [tv.load_trait("states/optimism", ROOT / "datasets" / "traits")],
+        steering=None,
+        judge=no_judge,
+        experiments_root=tiny_experiments,
+    )
+    assert run.steering is None and run.extraction is not None
+    methods, positions = ("mean-diff", "probe", "pca"), ("prefill-mean", "last-token")  # the defaults
+    assert set(run.extraction.vectors) == {f"{m}-{p}" for m in methods for p in positions}
+    folder = tiny_experiments / experiment / "extraction/states/optimism"
+    evaluation = json.loads((folder / "evaluation.json").read_text())
+    assert evaluation["positions"]["prefill-mean"]["layers"] == [1, 2]
+    assert json.loads((folder / "extraction.json").read_text())["settings"]["layers"] == [1, 2]
+    assert not (tiny_experiments / experiment / "steering").exists()
+
+
+def test_vetted_only_without_vetting_names_the_setting(tiny_experiments: Path) -> None:
+    import traitvec as tv
+
+    experiment = _experiment(tiny_experiments, "tiny-unvetted")
+    with pytest.raises(tv.ConfigError, match=r"run_pipeline\(vetted_only=\) needs .*vetting.json") as info:
+        tv.run_pipeline(
+            experiment,
+            ["beliefs/confidence"],
+            steering=None,
+            vetted_only=True,
+            traits_root=ROOT / "datasets" / "traits",
+            experiments_root=tiny_experiments,
+        )
+    assert info.value.setting == "run_pipeline(vetted_only=)"

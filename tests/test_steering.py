@@ -232,7 +232,7 @@ def test_spread_units_use_the_recorded_spread() -> None:
 
 
 def test_effective_coherence_floor() -> None:
-    from traitvec.steering_eval import effective_floor
+    from traitvec.stages.search import effective_floor
 
     assert effective_floor(70, 88.0) == (70, None)
     assert effective_floor(70, None) == (70, None)

@@ -1,7 +1,9 @@
-"""The ``traitvec`` command line (also ``python -m traitvec``).
+"""The ``traitvec`` command line (also ``python -m traitvec``): the parser, dispatch, and error reporting.
 
-Each subcommand is a thin layer over the library. A user mistake prints one line,
-``traitvec: error: ...``, and exits with status 2; a finding (a failed audit) exits 1.
+This module builds the argument parser of every subcommand and dispatches to its handler in
+:mod:`traitvec.commands` (imported only when it runs). A user mistake prints one line,
+``traitvec: error: ...`` (library setting names rewritten to their flags, see
+:data:`traitvec.commands.settings.FLAGS`), and exits with status 2; a finding (a failed audit) exits 1.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from collections.abc import Callable, Sequence
 from typing import NoReturn
 
 from . import __version__
+from .commands.settings import flag_message
 from .errors import TraitvecError
 
 __all__ = ["main", "build_parser"]
@@ -29,7 +32,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _command(name: str, help_: str, handler: str) -> Callable[[Callable[[argparse.ArgumentParser], None]], None]:
-    """Register a subcommand: ``handler`` is ``module:function`` imported only when it runs."""
+    """Register a subcommand: ``handler`` is ``module:function`` in :mod:`traitvec.commands`, imported when run."""
 
     def register(add_arguments: Callable[[argparse.ArgumentParser], None]) -> None:
         _COMMANDS[name] = (help_, add_arguments, handler)
@@ -56,21 +59,23 @@ def _experiments_root(p: argparse.ArgumentParser) -> None:
 
 
 @_command(
-    "traits", "validate trait folders and list them with pair and question counts", "traitvec.commands:cmd_traits"
+    "traits", "validate trait folders and list them with pair and question counts", "traitvec.commands.data:cmd_traits"
 )
 def _traits_args(p: argparse.ArgumentParser) -> None:
     _traits_root(p)
     p.add_argument("traits", nargs="*", metavar="cat/trait", help="traits to check (default: all under the root)")
 
 
-@_command("models", "list the embedded models, or prepare (convert and cache) them", "traitvec.commands:cmd_models")
+@_command(
+    "models", "list the embedded models, or prepare (convert and cache) them", "traitvec.commands.data:cmd_models"
+)
 def _models_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--prepare", nargs="*", metavar="NAME", help="convert these embedded models now (default with no names: all)"
     )
 
 
-@_command("audit", "audit trait datasets for label leaks, clustering and confounds", "traitvec.audit:main_audit")
+@_command("audit", "audit trait datasets for label leaks, clustering and confounds", "traitvec.commands.data:cmd_audit")
 def _audit_args(p: argparse.ArgumentParser) -> None:
     _traits_root(p)
     p.add_argument("traits", nargs="*", metavar="cat/trait", help="traits to audit (default: all under the root)")
@@ -97,7 +102,7 @@ def judge_options(p: argparse.ArgumentParser) -> None:
     )
 
 
-@_command("judge", "score one answer with the judge (check a judge set-up)", "traitvec.judge:main_judge")
+@_command("judge", "score one answer with the judge (check a judge set-up)", "traitvec.commands.judge:cmd_judge")
 def _judge_args(p: argparse.ArgumentParser) -> None:
     _traits_root(p)
     p.add_argument("--trait", required=True, metavar="cat/trait", help="trait whose rubric scores the answer")
@@ -162,7 +167,9 @@ def add_pipeline_arguments(p: argparse.ArgumentParser) -> None:
     judge_options(p)
 
 
-@_command("extract", "capture activations and compute, evaluate and save vectors", "traitvec.pipeline:cmd_extract")
+@_command(
+    "extract", "capture activations and compute, evaluate and save vectors", "traitvec.commands.pipeline:cmd_extract"
+)
 def _extract_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--experiment", required=True, metavar="E", help="experiment whose model extracts the vectors")
     p.add_argument("--traits", nargs="+", required=True, metavar="cat/trait", help="traits to extract")
@@ -173,13 +180,15 @@ def _extract_args(p: argparse.ArgumentParser) -> None:
 
 
 @_command(
-    "run", "run the whole pipeline per trait: vetting, extraction, evaluation, steering", "traitvec.pipeline:cmd_run"
+    "run",
+    "run the whole pipeline per trait: vetting, extraction, evaluation, steering",
+    "traitvec.commands.pipeline:cmd_run",
 )
 def _run_args(p: argparse.ArgumentParser) -> None:
     add_pipeline_arguments(p)
 
 
-@_command("vet", "scenario vetting: judge base-model completions of every prefill", "traitvec.vetting:cmd_vet")
+@_command("vet", "scenario vetting: judge base-model completions of every prefill", "traitvec.commands.vet:cmd_vet")
 def _vet_args(p: argparse.ArgumentParser) -> None:
     add_vet_arguments(p)
 
@@ -204,7 +213,9 @@ def add_vet_arguments(p: argparse.ArgumentParser) -> None:
 
 
 @_command(
-    "export-gguf", "write a vector as a llama.cpp control vector (--control-vector)", "traitvec.commands:cmd_export"
+    "export-gguf",
+    "write a vector as a llama.cpp control vector (--control-vector)",
+    "traitvec.commands.vectors:cmd_export",
 )
 def _export_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("vector", help="a vector file (.safetensors with its .json sidecar)")
@@ -214,7 +225,7 @@ def _export_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--absolute", action="store_true", help="treat the coefficient as an absolute length")
 
 
-@_command("steer", "answer questions with and without a vector, side by side", "traitvec.commands:cmd_steer")
+@_command("steer", "answer questions with and without a vector, side by side", "traitvec.commands.vectors:cmd_steer")
 def _steer_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--experiment", required=True, metavar="S", help="experiment whose model answers")
     _experiments_root(p)
@@ -294,7 +305,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     try:
         return handler(args)
     except TraitvecError as err:
-        print(f"traitvec: error: {_one_line(str(err))}", file=sys.stderr)
+        print(f"traitvec: error: {_one_line(flag_message(err))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("traitvec: interrupted; finished outputs are kept and a rerun resumes from them", file=sys.stderr)

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,7 +32,20 @@ from .errors import ConfigError
 from .methods import get_method
 from .vectors import TraitVector
 
-__all__ = ["LayerMetrics", "Evaluation", "evaluate", "split_pairs", "auroc", "cohens_d", "RECOMMENDATION_RULE"]
+__all__ = [
+    "LayerMetrics",
+    "Evaluation",
+    "evaluate",
+    "split_pairs",
+    "auroc",
+    "cohens_d",
+    "in_depth_band",
+    "DEPTH_BAND",
+    "RECOMMENDATION_RULE",
+]
+
+DEPTH_BAND = (0.2, 0.8)
+"""Relative depths (``layer / (n_layers - 1)``) where steering works best; layers there are preferred."""
 
 RECOMMENDATION_RULE = (
     "highest held-out Cohen's d among layers at 20-80% of depth (layer/(n_layers-1)); "
@@ -136,6 +148,17 @@ def cohens_d(positive: np.ndarray, negative: np.ndarray) -> float:
     return diff / pooled
 
 
+def in_depth_band(layer: int, n_layers: int) -> bool:
+    """Whether ``layer`` lies within :data:`DEPTH_BAND` of a model with ``n_layers`` layers (never when it has one).
+
+    Example:
+        >>> [layer for layer in range(18) if in_depth_band(layer, 18)]
+        [4, 5, 6, 7, 8, 9, 10, 11, 12, 13]
+    """
+    low, high = DEPTH_BAND
+    return n_layers > 1 and low <= layer / (n_layers - 1) <= high
+
+
 def _recommend(metrics: list[LayerMetrics], n_layers: int) -> tuple[int, int]:
     def key(m: LayerMetrics) -> tuple[float, float, int]:
         d = (
@@ -147,7 +170,7 @@ def _recommend(metrics: list[LayerMetrics], n_layers: int) -> tuple[int, int]:
         )
         return (d, m.auroc, -m.layer)
 
-    band = [m for m in metrics if n_layers > 1 and 0.2 <= m.layer / (n_layers - 1) <= 0.8]
+    band = [m for m in metrics if in_depth_band(m.layer, n_layers)]
     best_all = max(metrics, key=key).layer
     return (max(band, key=key).layer if band else best_all), best_all
 
@@ -231,38 +254,3 @@ def evaluate(
 
 def _cos(a: torch.Tensor, b: torch.Tensor) -> float:
     return float(torch.nn.functional.cosine_similarity(a.double(), b.double(), dim=0))
-
-
-def plot_evaluation(evaluations: Sequence[Evaluation], path: str) -> None:
-    """PNG of per-layer AUROC, Cohen's d and neighbour cosine for every method and position."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from ._io import atomic_path
-
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
-    for ev in evaluations:
-        for method in ev.recommended:
-            rows = ev.for_method(method)
-            label = f"{method} / {ev.position}"
-            axes[0].plot([m.layer for m in rows], [m.auroc for m in rows], marker="o", ms=3, label=label)
-            axes[1].plot([m.layer for m in rows], [m.cohens_d for m in rows], marker="o", ms=3, label=label)
-            cos = ev.neighbour_cosines.get(method, {})
-            axes[2].plot(list(cos), list(cos.values()), marker="o", ms=3, label=label)
-            best = ev.recommended[method]
-            axes[1].axvline(best, color=axes[1].lines[-1].get_color(), alpha=0.25, ls="--")
-    titles = ("held-out AUROC", "held-out Cohen's d (dashed: recommended layer)", "cosine with next layer")
-    for ax, title in zip(axes, titles, strict=True):
-        ax.set_title(title, fontsize=10)
-        ax.set_xlabel("layer")
-        ax.grid(alpha=0.3)
-    axes[0].set_ylim(0.4, 1.02)
-    axes[0].legend(fontsize=7)
-    name = evaluations[0].trait if evaluations else ""
-    fig.suptitle(f"{name}: vector quality per layer", fontsize=11)
-    fig.tight_layout()
-    with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)

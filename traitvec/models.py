@@ -17,12 +17,12 @@ from typing import Any, Protocol, cast
 import torch
 from torch import nn
 
-from .embedded import embedded_model_dir, is_embedded, source_fingerprint
+from .embedded import cache_dir, embedded_model_dir, is_embedded, source_fingerprint
 from .errors import ModelError
 from .experiments import ExperimentConfig
 from .layers import find_layers, unwrap_model
 
-__all__ = ["LoadedModel", "load_model", "wrap_model", "resolve_device", "resolve_dtype"]
+__all__ = ["LoadedModel", "ModelPool", "load_model", "wrap_model", "resolve_device", "resolve_dtype"]
 
 logger = logging.getLogger(__name__)
 
@@ -293,3 +293,35 @@ def _parameter_fingerprint(model: nn.Module) -> str:
             flat = param.detach().reshape(-1)[:16].float().cpu()
             digest.update(flat.numpy().tobytes())
     return digest.hexdigest()[:16]
+
+
+class ModelPool:
+    """Loads each experiment's model once, on first use, and keeps it for the stages that follow.
+
+    Example:
+        >>> pool = ModelPool()
+        >>> pool.fingerprint(config)  # known without loading for embedded models; None for hub models
+        >>> loaded = pool.get(config)  # loads; later calls return the same LoadedModel
+    """
+
+    def __init__(self) -> None:
+        self._models: dict[str, LoadedModel] = {}
+
+    def get(self, config: ExperimentConfig) -> LoadedModel:
+        """The model of ``config``, loaded on the first call."""
+        key = config.name
+        if key not in self._models:
+            logger.info("loading %s (%s) for experiment %s", config.model, config.dtype, config.name)
+            self._models[key] = load_model(config)
+        return self._models[key]
+
+    def fingerprint(self, config: ExperimentConfig) -> str | None:
+        """The model's fingerprint without loading it, when cheaply known (a loaded or embedded model)."""
+        if config.name in self._models:
+            return self._models[config.name].fingerprint
+        if is_embedded(config.model):
+            for folder in sorted((cache_dir() / "models").glob(f"{config.model}-v*")):
+                found = source_fingerprint(folder)
+                if found:
+                    return f"gguf-sha256:{found}"
+        return None

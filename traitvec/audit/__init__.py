@@ -47,17 +47,12 @@ name and by what they read), one module per family of checks (:mod:`~traitvec.au
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
 from .checks import CHECKS
 from .config import AuditConfig
 from .crossdist import trait_words
 from .findings import Example, Finding, Severity
 from .report import AuditReport, format_reports, reports_to_dict
 from .run import audit_trait, audit_traits
-
-if TYPE_CHECKING:
-    from ._cli_compat import main_audit
 
 __all__ = [
     "AuditConfig",
@@ -71,13 +66,4 @@ __all__ = [
     "format_reports",
     "reports_to_dict",
     "trait_words",
-    "main_audit",
 ]
-
-
-def __getattr__(name: str) -> Any:
-    if name == "main_audit":  # moving to traitvec/commands/
-        from ._cli_compat import main_audit
-
-        return main_audit
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

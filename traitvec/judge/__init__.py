@@ -38,7 +38,6 @@ from .factory import DEFAULT_JUDGE_MODEL, DEFAULT_LOCAL_JUDGE, JudgeSettings, ma
 from .scores import JudgeScore, ScoreSummary, parse_text_score, summarize, weighted_score
 
 if TYPE_CHECKING:
-    from ._cli_compat import judge_from_args, main_judge
     from .local import LocalJudge
     from .openai import OpenAIJudge
 
@@ -52,8 +51,6 @@ __all__ = [
     "LocalJudge",
     "OpenAIJudge",
     "ScoreSummary",
-    "judge_from_args",
-    "main_judge",
     "make_judge",
     "parse_text_score",
     "summarize",
@@ -63,8 +60,6 @@ __all__ = [
 _LAZY = {
     "OpenAIJudge": "openai",  # imports openai
     "LocalJudge": "local",  # imports torch
-    "judge_from_args": "_cli_compat",  # moving to traitvec/commands/
-    "main_judge": "_cli_compat",
 }
 
 

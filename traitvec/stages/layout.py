@@ -1,0 +1,129 @@
+"""Where every stage writes: one object owns the folder tree and every file name under an experiment.
+
+::
+
+    experiments/{E}/extraction/{category}/{trait}/
+        activations/{position}.safetensors (+ .json)
+        vectors/{method}-{position}.safetensors (+ .json)
+        evaluation.json, evaluation.png, extraction.json, vetting.json
+    experiments/{S}/steering/{category}/{trait}/
+        results.json, results.md, progress.json, trait_coherence.png, heatmap.png
+
+Stages ask an :class:`OutputLayout` for paths and never join names themselves. The vector file name
+is the one :meth:`TraitVector.save` writes (:func:`traitvec.vectors.vector_path`), so the layout asks
+that function rather than spelling the name a second time.
+
+Example:
+    >>> layout = OutputLayout("experiments/gemma-3-270m")
+    >>> layout.extraction("states/optimism").vector("mean-diff", "prefill-mean").name
+    'mean-diff-prefill-mean.safetensors'
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..vectors import vector_path
+
+__all__ = ["OutputLayout", "ExtractionPaths", "SteeringPaths"]
+
+
+@dataclass(frozen=True)
+class ExtractionPaths:
+    """The extraction (and vetting) outputs of one trait on one experiment's model."""
+
+    folder: Path
+
+    @property
+    def activations_dir(self) -> Path:
+        """``activations/``: one safetensors file (and JSON sidecar) per capture position."""
+        return self.folder / "activations"
+
+    def activations(self, position: str) -> Path:
+        """``activations/{position}.safetensors``."""
+        return self.activations_dir / f"{position}.safetensors"
+
+    @property
+    def vectors_dir(self) -> Path:
+        """``vectors/``: one safetensors file (and JSON sidecar) per method and position."""
+        return self.folder / "vectors"
+
+    def vector(self, method: str, position: str) -> Path:
+        """``vectors/{method}-{position}.safetensors``."""
+        return vector_path(self.vectors_dir, method, position)
+
+    @property
+    def evaluation_json(self) -> Path:
+        """Per-layer held-out metrics and recommended layers, per position."""
+        return self.folder / "evaluation.json"
+
+    @property
+    def evaluation_png(self) -> Path:
+        """The plot of ``evaluation.json``."""
+        return self.folder / "evaluation.png"
+
+    @property
+    def extraction_json(self) -> Path:
+        """Resolved settings, inputs and timings of the last extraction run."""
+        return self.folder / "extraction.json"
+
+    @property
+    def vetting_json(self) -> Path:
+        """The scenario-vetting report (read by vetted-only extraction)."""
+        return self.folder / "vetting.json"
+
+
+@dataclass(frozen=True)
+class SteeringPaths:
+    """The steering-evaluation outputs of one trait on the steered experiment's model."""
+
+    folder: Path
+
+    @property
+    def results_json(self) -> Path:
+        """Every response, score and run summary."""
+        return self.folder / "results.json"
+
+    @property
+    def results_md(self) -> Path:
+        """The readable summary of ``results.json``."""
+        return self.folder / "results.md"
+
+    @property
+    def progress_json(self) -> Path:
+        """Finished search rounds of an unfinished run (removed when the run completes)."""
+        return self.folder / "progress.json"
+
+    @property
+    def trait_coherence_png(self) -> Path:
+        """Trait score and coherence against the coefficient, per layer."""
+        return self.folder / "trait_coherence.png"
+
+    @property
+    def heatmap_png(self) -> Path:
+        """Trait gain by layer and coefficient."""
+        return self.folder / "heatmap.png"
+
+
+@dataclass(frozen=True)
+class OutputLayout:
+    """Every output path under one experiment folder.
+
+    Args:
+        experiment_dir: ``experiments/{name}`` (an :class:`~traitvec.experiments.ExperimentConfig`'s ``path``).
+    """
+
+    experiment_dir: Path
+
+    def __init__(self, experiment_dir: str | os.PathLike[str]) -> None:
+        object.__setattr__(self, "experiment_dir", Path(experiment_dir))
+
+    def extraction(self, trait: str) -> ExtractionPaths:
+        """``extraction/{category}/{trait}/`` of trait ``category/trait``."""
+        return ExtractionPaths(self.experiment_dir / "extraction" / trait)
+
+    def steering(self, trait: str) -> SteeringPaths:
+        """``steering/{category}/{trait}/`` of trait ``category/trait``."""
+        return SteeringPaths(self.experiment_dir / "steering" / trait)
