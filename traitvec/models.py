@@ -325,3 +325,22 @@ class ModelPool:
                 if found:
                     return f"gguf-sha256:{found}"
         return None
+
+    def model_key(self, config: ExperimentConfig) -> dict[str, Any]:
+        """Everything about ``config``'s model that changes tokens or activations, as plain data.
+
+        Staleness keys of every stage use this (not the fingerprint alone): the weights'
+        fingerprint plus the settings that change what the model computes or which tokens it sees
+        (dtype, chat template, layers path, revision). Keys never hold ``None`` for the weights: a
+        model whose fingerprint is not cheaply known is identified by its name and revision until
+        it is loaded.
+        """
+        fingerprint = self.fingerprint(config)
+        return {
+            "fingerprint": fingerprint if fingerprint is not None else f"unloaded:{config.model}@{config.revision}",
+            "dtype": config.dtype,
+            "chat_template": config.chat_template,
+            "layers_path": config.layers_path,
+            "revision": config.revision,
+        }
+
