@@ -19,10 +19,9 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
-from .._io import sha256_text
+from .._io import JSONError, load_json, sha256_text
 
 __all__ = ["inputs_key", "recorded_key", "read_json", "read_if_current", "KEY_LENGTH"]
 
@@ -45,8 +44,8 @@ def inputs_key(inputs: Mapping[str, Any]) -> str:
 def read_json(path: str | os.PathLike[str]) -> dict[str, Any] | None:
     """The JSON object in ``path``; ``None`` when it is missing, unreadable, not JSON or not an object."""
     try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        data = load_json(path)
+    except (OSError, JSONError):
         return None
     return data if isinstance(data, dict) else None
 
