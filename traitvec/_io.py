@@ -116,6 +116,7 @@ def atomic_path(path: str | os.PathLike[str], suffix: str = "") -> Iterator[Path
         yield tmp
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
+        os.chmod(tmp, 0o666 & ~current_umask())  # writers such as safetensors recreate the file owner-only
         os.replace(tmp, dest)
     except BaseException:
         tmp.unlink(missing_ok=True)

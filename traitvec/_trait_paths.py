@@ -108,8 +108,9 @@ def resolve_trait_name(name: str, root: str | os.PathLike[str] = DEFAULT_TRAITS_
         raise TraitNotFoundError(no_root(base, "load_trait(root=)"), setting="load_trait(root=)")
     if isinstance(name, str) and name:
         text = name.replace("\\", "/").rstrip("/")
-        plain = text and not text.startswith("/") and not any(p in ("", ".", "..") for p in text.split("/"))
-        if not (plain and _is_dir(base / text)):
+        parts = text.split("/")
+        plain = not text.startswith("/") and not any(p in ("", ".", "..") for p in parts)
+        if not all(p in ("", ".") for p in parts) and not (plain and _is_dir(base / text)):
             found = _as_folder_path(name, base)
             if found is not None:
                 return found
