@@ -8,6 +8,7 @@ goes on, so one pass lists every problem of the file. The rules are documented i
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -144,7 +145,9 @@ def _decode(raw: bytes) -> dict[str, Any]:
     try:
         row = read_json_text(text, where="row")
     except JSONError as err:
-        raise _RowError(str(err).removeprefix("row line 1").lstrip(": ")) from None
+        reason = str(err).removeprefix("row line 1").lstrip(": ")  # one row is one line
+        syntax = re.fullmatch(r"column (\d+): invalid JSON \((.*)\)", reason)
+        raise _RowError(f"invalid JSON at column {syntax[1]} ({syntax[2]})" if syntax else reason) from None
     if not isinstance(row, dict):
         raise _RowError(f"expected a JSON object, got {_show(row)}")
     return row
