@@ -210,12 +210,12 @@ def load_trait(name: str, root: str | os.PathLike[str] = DEFAULT_TRAITS_ROOT) ->
     chat, pos_path, neg_path = prompt_files(folder)
     reader = _read_jsonl if chat else _read_txt
     positive, negative = reader(pos_path), reader(neg_path)
-    _check_pairs(pos_path, neg_path, positive, negative)
-    if len(positive) > MAX_PAIRS:
+    if max(len(positive), len(negative)) > MAX_PAIRS:
         raise TraitDataError(
-            f"{folder}: {len(positive)} pairs, more than the {MAX_PAIRS} one trait may hold (capture keeps every "
-            "pair's activations in memory); split the pairs into several traits"
+            f"{folder}: {max(len(positive), len(negative))} pairs, more than the {MAX_PAIRS} one trait may hold "
+            "(capture keeps every pair's activations in memory); split the pairs into several traits"
         )
+    _check_pairs(pos_path, neg_path, positive, negative)
     definition = read_definition(folder / "definition.txt")
     questions: tuple[str, ...] = ()
     eval_prompt: str | None = None
