@@ -228,6 +228,27 @@ def _config_key(rng: random.Random, path: Path, case: Path) -> str:
     return f"{key} = {value[:40]}"
 
 
+def _model_name(rng: random.Random, path: Path, case: Path) -> str:
+    value = rng.choice(
+        [
+            '"' + "z" * 300 + '"',
+            '"org/' + "z" * 300 + '"',
+            '"\\u0000"',
+            '"a b/c"',
+            '"org/name/extra"',
+            '"-org/name"',
+            '"./"',
+            '"/"',
+            '"~"',
+            '"/dev/null"',
+            '"' + str(case) + '"',
+            '"\\u200b"',
+        ]
+    )
+    path.write_text(CONFIG.replace(f'"{MISSING_MODEL}"', value), encoding="utf-8")
+    return f"model = {value[:40]}"
+
+
 def _duplicate_key(rng: random.Random, path: Path, case: Path) -> str:
     path.write_text(CONFIG + 'dtype = "bfloat16"\n', encoding="utf-8")
     return "dtype twice"
@@ -245,6 +266,7 @@ CONFIG_MUTATIONS: list[Mutation] = [
     _config_key,
     _config_key,
     _config_key,
+    _model_name,
     _duplicate_key,
 ]
 

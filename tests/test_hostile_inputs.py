@@ -328,6 +328,14 @@ def test_a_bit_flip_in_the_weights_loads_with_another_fingerprint(tmp_path: Path
     assert load_model(str(folder)).fingerprint != before
 
 
+@pytest.mark.parametrize("name", ["z" * 300, "org/" + "z" * 300, "\x00", "a b/c", "org/name/extra", "/dev/null"])
+def test_hostile_model_names_are_one_line(name: str) -> None:
+    with pytest.raises(ModelError) as info:
+        load_model(name)
+    message = str(info.value)
+    assert ("unknown model" in message or "has no config.json" in message) and len(message) < 400
+
+
 def test_devices_this_machine_lacks_are_one_line(tmp_path: Path) -> None:
     folder = _saved_model(tmp_path)
     if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):

@@ -162,7 +162,10 @@ def hub_snapshot(repo_id: str, revision: str | None) -> Path | None:
         from huggingface_hub import try_to_load_from_cache
     except ImportError:  # pragma: no cover - transformers depends on it
         return None
-    found = try_to_load_from_cache(repo_id, "config.json", revision=revision)
+    try:
+        found = try_to_load_from_cache(repo_id, "config.json", revision=revision)
+    except ValueError:  # not a valid repo id or revision (huggingface_hub's HFValidationError)
+        return None
     return Path(found).parent if isinstance(found, str) else None
 
 

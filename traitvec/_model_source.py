@@ -16,6 +16,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import pickle
+import re
 import socket
 import threading
 from dataclasses import dataclass
@@ -49,6 +50,7 @@ __all__ = [
 HUB_CHECK_SECONDS = 3.0
 """How long the hub reachability check waits (name lookup and connection together)."""
 Quantization = Literal["8bit", "4bit"]
+_HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")  # the hub's own rule
 
 
 @dataclass(frozen=True)
@@ -88,20 +90,28 @@ def resolve_source(name: str, revision: str | None = None, *, prepare: bool = Tr
         found = source_fingerprint(folder) if folder is not None else None
         return ModelSource(name, str(folder), "embedded", folder, f"gguf-sha256:{found}" if found else None)
     path = Path(name).expanduser()
-    if path.exists():
+    if _exists(path):
         if not path.is_dir() or not (path / "config.json").is_file():
             raise ModelError(f"model folder {path} has no config.json; point at a folder saved by save_pretrained")
         return ModelSource(name, str(path), "local", path, f"local-sha256:{folder_digest(path)}")
-    if name.count("/") == 1 and all(name.split("/")) and not name.startswith((".", "~")):
+    if _HUB_ID.match(name) and not name.startswith((".", "~")):
         commit = hub_commit(name, revision)
         return ModelSource(
             name, name, "hub", hub_snapshot(name, revision), f"hub-revision:{commit}" if commit else None
         )
+    shown = name if len(name) <= 80 else f"{name[:60]}… ({len(name)} characters)"
     raise ModelError(
-        f"unknown model {name!r}: not an embedded model ({', '.join(EMBEDDED_MODELS)}), not an existing folder "
+        f"unknown model {shown!r}: not an embedded model ({', '.join(EMBEDDED_MODELS)}), not an existing folder "
         f"(relative paths are taken from the current folder, {os.getcwd()}), and not a Hugging Face id of the "
         "form org/name"
     )
+
+
+def _exists(path: Path) -> bool:
+    try:
+        return path.exists()
+    except (OSError, ValueError):  # a name too long for the filesystem, or with a NUL byte, is no folder
+        return False
 
 
 def _cached_embedded(name: str) -> Path | None:
