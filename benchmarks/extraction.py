@@ -114,12 +114,16 @@ def run_naive(loaded: Any, texts: list[str]) -> None:
         [h[0, -1] for h in out.hidden_states[1:]]
 
 
-def run_nnsight(loaded: Any, encoded: list[list[int]], budget: int) -> None:
+def nnsight_model(loaded: Any) -> Any:
+    """The loaded model wrapped once for nnsight (outside the timing, as a session would)."""
     from nnsight import LanguageModel
 
     with warnings.catch_warnings():  # nnsight 0.8 deprecates LanguageModel; it still wraps a loaded module
         warnings.filterwarnings("ignore", message="LanguageModel is deprecated")
-        lm = LanguageModel(loaded.model, tokenizer=loaded.tokenizer)
+        return LanguageModel(loaded.model, tokenizer=loaded.tokenizer)
+
+
+def run_nnsight(loaded: Any, lm: Any, encoded: list[list[int]], budget: int) -> None:
     pad = loaded.tokenizer.pad_token_id
     for batch in length_batches([len(e) for e in encoded], budget):
         padded = pad_batch([encoded[i] for i in batch], pad)
@@ -139,7 +143,7 @@ def memory_child(model: str, n: int, factor: int, budget: int, what: str) -> Non
     texts = [" ".join(texts[i * factor : (i + 1) * factor]) for i in range(n)]
     with tempfile.TemporaryDirectory() as tmp:
         trait = as_trait(texts, Path(tmp))
-        warm = as_trait([texts[0][:40], texts[1][:40]], Path(tmp) / "warm")
+        warm = as_trait([texts[0][:40], texts[1][-40:]], Path(tmp) / "warm")
     encoded = [list(loaded.tokenizer(t)["input_ids"]) for t in texts]
     # warm up kernels on one short prefill only, so the measured peak includes the batches' own buffers
     capture(loaded, warm, positions=["prefill-mean"], max_batch_tokens=budget)
@@ -217,16 +221,17 @@ def main() -> None:
         f"threads; {len(encoded)} prefills, {tokens} tokens, batch budget {budget} tokens; {args.rounds} rounds"
     )
 
+    lm = nnsight_model(loaded)
     variants: dict[str, Callable[[], object]] = {
         "limit": lambda: run_limit(loaded, encoded, budget),
         "traitvec": lambda: run_capture(loaded, trait, budget),
-        "nnsight": lambda: run_nnsight(loaded, encoded, budget),
+        "nnsight": lambda: run_nnsight(loaded, lm, encoded, budget),
         "naive": lambda: run_naive(loaded, naive_texts),
     }
     warm = as_trait(texts[:4], Path(tmp.name) / "warm")
     run_limit(loaded, encoded[:4], budget)  # warm-up of every variant on 4 prefills
     run_capture(loaded, warm, budget)
-    run_nnsight(loaded, encoded[:4], budget)
+    run_nnsight(loaded, lm, encoded[:4], budget)
     run_naive(loaded, naive_texts[:2])
     times = interleave(variants, args.rounds)
     times["naive"] = [t * tokens / naive_tokens for t in times["naive"]]  # scaled to all tokens
