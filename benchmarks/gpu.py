@@ -321,7 +321,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dry-run", action="store_true", help="CPU, tiny configurations, seconds (for CI)")
     parser.add_argument("--models", help="comma-separated (default: gemma-2-2b,llama-3.1-8b; dry run: the tiny ones)")
-    parser.add_argument("--rounds", type=int, help="interleaved rounds (default 3; dry run 2)")
+    parser.add_argument("--rounds", type=int, help="interleaved rounds (default 3)")
     parser.add_argument("--device", help="default cuda (dry run: cpu)")
     parser.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])
     parser.add_argument("--attn", help="attention implementation (default: transformers' choice for the model)")
@@ -335,7 +335,7 @@ def main() -> None:
     args = parser.parse_args()
     dry = args.dry_run
     defaults = {
-        "rounds": (3, 2),
+        "rounds": (3, 3),
         "device": ("cuda", "cpu"),
         "sequences": (256, 16),
         "min_length": (64, 8),
