@@ -127,11 +127,10 @@ def build(name: str, values: dict[str, Any], device: str, dtype: torch.dtype, at
 
     values = dict(values)
     config = AutoConfig.for_model(values.pop("model_type"), **values)
-    if attn:
-        config._attn_implementation = attn
+    extra = {"attn_implementation": attn} if attn else {}
     torch.manual_seed(0)
     with torch.device(device):
-        model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype, **extra)
     return wrap_model(model, word_tokenizer(config), name=name, fingerprint=f"random-init:{name}")
 
 
