@@ -12,16 +12,15 @@ rounds (A B, A B, …; each ratio per round, median with min–max):
             one layer (every row the same), and a sweep of 8 configurations (2 layers × 4
             coefficients, 8 rows each) in the same batch: new tokens/s and peak memory of each.
 
-It needs only torch, transformers (with its own dependencies) and the project's files: no weights,
-no tokenizer files (a word-level tokenizer over the model's vocabulary is built in-process), and
-the traitvec modules it imports pull in nothing outside torch and transformers (it prints what they
-added). The last line is
+It needs only torch, transformers (with their dependencies) and the project's files: no weights, no
+tokenizer files (a word-level tokenizer over the model's vocabulary is built in-process); it prints
+which packages the traitvec modules it imports use beyond those. The last line is
 
   ratios: MODEL.capture_speed_vs_bare=… MODEL.capture_extra_mem_vs_bare=… MODEL.steered_speed_vs_unsteered=…
           MODEL.sweep8_speed_vs_unsteered=… MODEL.steered_extra_mem_vs_unsteered=…   (one line, every model)
 
 speed = tokens/s of the first / the second (1.0: as fast, below 1: slower); extra_mem = peak memory
-above the weights, first / second. On one H100/H200 the default run takes under 5 minutes.
+above the weights, first / second. Sized to take under 5 minutes on one H100/H200 (not yet measured).
 
     python benchmarks/gpu.py [--models gemma-2-2b,llama-3.1-8b] [--rounds 3]
     python benchmarks/gpu.py --dry-run     # the same code path on CPU with tiny configurations, seconds
@@ -33,6 +32,7 @@ import argparse
 import gc
 import sys
 import time
+import types
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -175,22 +175,12 @@ def run_bare(loaded: LoadedModel, prompts: list[list[int]], budget: int) -> None
             )
 
 
-def selections(prompts: list[list[int]]) -> list[Selection]:
-    """prefill-mean over every token after BOS, and the last token, as capture() selects them."""
-    where = [{"prefill-mean": tuple(range(1, len(p))), "last-token": (len(p) - 1,)} for p in prompts]
-    return [Selection(tuple(p), w) for p, w in zip(prompts, where, strict=True)]
-
-
 class Memory:
     """Peak device memory of each variant, over all its rounds (None on CPU, which has no such counter)."""
 
     def __init__(self, device: str) -> None:
         self.cuda = device.startswith("cuda")
         self.peaks: dict[str, int] = {}
-
-    def sync(self) -> None:
-        if self.cuda:
-            torch.cuda.synchronize()
 
     def before(self, name: str) -> None:
         if self.cuda:
@@ -201,9 +191,6 @@ class Memory:
         if self.cuda:
             torch.cuda.synchronize()
             self.peaks[name] = max(self.peaks.get(name, 0), torch.cuda.max_memory_allocated())
-
-    def allocated(self) -> int | None:
-        return torch.cuda.memory_allocated() if self.cuda else None
 
     def show(self, name: str, weights: int | None) -> str:
         if not self.cuda or weights is None:
@@ -222,9 +209,9 @@ def bench_model(name: str, values: dict[str, Any], args: argparse.Namespace, out
     memory = Memory(args.device)
     start = time.perf_counter()
     loaded = build(name, values, args.device, getattr(torch, args.dtype), args.attn)
-    memory.sync()
+    memory.before("build")
     built = time.perf_counter() - start
-    weights = memory.allocated()
+    weights = torch.cuda.memory_allocated() if memory.cuda else None
     config = loaded.model.config
     params = sum(p.numel() for p in loaded.model.parameters())
     print(
@@ -246,7 +233,9 @@ def bench_capture(
 ) -> None:
     """traitvec capture of every layer against the bare decoder stack on the same batches."""
     prompts = random_prompts(loaded, args.sequences, args.min_length, args.max_length, seed=1)
-    sel, layers, tokens = selections(prompts), list(range(loaded.num_layers)), sum(len(p) for p in prompts)
+    # prefill-mean over every token after BOS, and the last token, as capture() selects them
+    sel = [Selection(tuple(p), {"prefill-mean": tuple(range(1, len(p))), "last-token": (len(p) - 1,)}) for p in prompts]
+    layers, tokens = list(range(loaded.num_layers)), sum(len(p) for p in prompts)
     variants: dict[str, Callable[[], object]] = {
         "bare": lambda: run_bare(loaded, prompts, args.budget),
         "capture": lambda: capture_sequences(loaded, sel, layers, max_batch_tokens=args.budget),
@@ -307,13 +296,48 @@ def bench_generate(
     out[f"{loaded.name}.steered_extra_mem_vs_unsteered"] = memory.extra_ratio("steered", "unsteered", weights)
 
 
+def required_by(packages: tuple[str, ...]) -> dict[str, str]:
+    """{requirement's import name: the package that requires it}, from the installed metadata."""
+    from importlib import metadata
+
+    found: dict[str, str] = {}
+    for package in packages:
+        for line in metadata.requires(package) or []:
+            if "extra ==" in line:
+                continue
+            name = line.split(";")[0].strip()
+            for stop in "<>=!~[ (":
+                name = name.split(stop)[0]
+            found.setdefault(name.lower().replace("-", "_"), package)
+    return found
+
+
 def imports_line() -> str:
-    """Which traitvec modules this script imported, and any other package they pulled in."""
+    """Which traitvec modules this script imported, and which other packages they use at module level.
+
+    A package torch or transformers had already imported does not show up as newly imported, so
+    this looks at what each traitvec module holds: modules, classes and functions from elsewhere.
+    """
     ours = sorted(m for m in _ADDED_BY_TRAITVEC if m == "traitvec" or m.startswith("traitvec."))
-    known = set(sys.stdlib_module_names) | {"traitvec", "torch", "transformers", "_rounds"}
-    tops = {m.split(".")[0] for m in _ADDED_BY_TRAITVEC}
-    others = sorted(top for top in tops - known if not top.startswith("_"))
-    return f"traitvec modules imported: {' '.join(ours)}; other packages they imported: {' '.join(others) or 'none'}"
+    known = set(sys.stdlib_module_names) | {"traitvec", "torch", "transformers", "builtins"}
+    used: dict[str, set[str]] = {}
+    for name in ours:
+        for value in vars(sys.modules[name]).values():
+            origin = value.__name__ if isinstance(value, types.ModuleType) else getattr(value, "__module__", None)
+            top = origin.split(".")[0] if isinstance(origin, str) else None
+            if top and top not in known and not top.startswith("_"):
+                used.setdefault(top, set()).add(name)
+    new = sorted({m.split(".")[0] for m in _ADDED_BY_TRAITVEC} - known)
+    brought = required_by(("torch", "transformers"))
+    notes = []
+    for top, where in sorted(used.items()):
+        source = f"a dependency of {brought[top]}" if top in brought else "NOT a dependency of torch or transformers"
+        notes.append(f"{top} ({' '.join(sorted(where))}, {source})")
+    others = ", ".join(notes) or "none"
+    return (
+        f"traitvec modules imported: {' '.join(ours)}; other packages they use at module level: {others}; "
+        f"packages first imported by them: {' '.join(m for m in new if not m.startswith('_')) or 'none'}"
+    )
 
 
 def main() -> None:

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Judge throughput against a local OpenAI-protocol server with a fixed latency, in interleaved rounds.
 
-Each request to the test server (:class:`traitvec.testing.JudgeServer`) waits ``--latency``
+Each request to the test server (:class:`traitvec.judge.testing.JudgeServer`) waits ``--latency``
 seconds before it is answered, as a remote API would. With ``c`` requests in flight the ideal
 rate is ``c / latency`` scores per second; the table shows the measured rate of
 :class:`traitvec.OpenAIJudge` and its ratio to that ideal at each concurrency level.
@@ -42,7 +42,7 @@ sys.path.insert(0, str(ROOT))
 from _rounds import interleave, machine_load, ratios_line, spread  # noqa: E402
 
 from traitvec import OpenAIJudge, summarize  # noqa: E402
-from traitvec.testing import JudgeServer  # noqa: E402
+from traitvec.judge.testing import JudgeServer  # noqa: E402
 
 
 def _serve(latency: float, conn: Connection) -> None:

@@ -20,8 +20,8 @@ sys.path.insert(0, str(BENCHMARKS))
 
 import _rounds  # noqa: E402
 
-# Packages the bare GPU machine lacks: the dry run must not import them (tqdm comes with torch and
-# transformers there, so it is checked through the script's own "other packages" line instead).
+# Packages the bare GPU machine lacks (it has torch, transformers, accelerate, safetensors and their
+# dependencies): the dry run must not import them.
 ABSENT_ON_GPU_MACHINE = ("sklearn", "openai", "gguf", "nnsight", "matplotlib")
 TINY_MODELS = ("tiny-gemma2", "tiny-llama")
 SPEED_RATIOS = ("capture_speed_vs_bare", "steered_speed_vs_unsteered", "sweep8_speed_vs_unsteered")
@@ -92,9 +92,13 @@ def test_gpu_dry_run_prints_every_measurement_and_a_parseable_ratio_line() -> No
     assert re.search(r"^load at start: .* on \d+ CPUs$", text, re.M)
     assert re.search(r"^load at end: .* on \d+ CPUs$", text, re.M)
     imports = next(line for line in lines if line.startswith("traitvec modules imported:"))
-    assert imports.endswith("other packages they imported: none"), imports
+    modules, used, first = imports.split("; ")
     for module in ("traitvec.capture", "traitvec.generation", "traitvec.steering", "traitvec.models"):
-        assert module in imports.split()
+        assert module in modules.split()
+    # whatever else traitvec uses at module level comes with torch or transformers on the GPU machine
+    assert used.startswith("other packages they use at module level: "), imports
+    assert "NOT a dependency" not in used and not any(p in used for p in ABSENT_ON_GPU_MACHINE), imports
+    assert first == "packages first imported by them: none", imports
     number = r"\d+(?:\.\d+)?"
     spread = rf"{number} \({number}–{number}\)"
     for model in TINY_MODELS:
