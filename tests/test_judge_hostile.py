@@ -183,6 +183,9 @@ def test_rounding_just_past_one_is_still_a_distribution(tmp_path: Path) -> None:
 
 def test_a_dripping_reply_is_cut_at_the_overall_deadline(tmp_path: Path) -> None:
     # ~420 bytes at 0.5 s each: every read gets a byte in time, so a per-read timeout would wait ~3.5 minutes
+    import httpx2  # noqa: F401 - the HTTP stack is imported before the clock starts
+    import openai  # noqa: F401
+
     with JudgeServer(Fault.dripping(seconds_per_byte=0.5)) as server:
         judge = judge_for(server, tmp_path, timeout=2, max_retries=0, cache_path=False)
         start = time.monotonic()
@@ -335,6 +338,9 @@ def test_check_fails_at_once_on_a_refused_connection(tmp_path: Path) -> None:
 
 
 def test_check_gives_up_on_a_silent_server_within_its_deadline(tmp_path: Path) -> None:
+    import httpx2  # noqa: F401 - the HTTP stack is imported before the clock starts
+    import openai  # noqa: F401
+
     with JudgeServer(Fault.timeout(30)) as server:
         judge = judge_for(server, tmp_path, timeout=30, cache_path=False)
         start = time.monotonic()
