@@ -350,6 +350,18 @@ def test_check_gives_up_on_a_silent_server_within_its_deadline(tmp_path: Path) -
         assert server.request_count == 1  # one try, no retries
 
 
+def test_check_fails_within_its_deadline_on_a_host_that_does_not_resolve() -> None:
+    import httpx2  # noqa: F401 - the HTTP stack is imported before the clock starts
+    import openai  # noqa: F401
+
+    url = "http://judge.invalid:8000/v1"  # .invalid never resolves (RFC 2606)
+    judge = OpenAIJudge("m", base_url=url, api_key=LONG_KEY, cache_path=False)
+    start = time.monotonic()
+    with pytest.raises(JudgeError, match=r"^judge at http://judge\.invalid:8000/v1 is unreachable \("):
+        judge.check(deadline=2)
+    assert time.monotonic() - start < 3 * 2  # a correctness bound: a failed lookup, or the deadline
+
+
 @pytest.mark.parametrize(
     ("fault", "match"),
     [(Fault(401, '{"error": {"message": "bad key"}}'), "refused the API key"),

@@ -146,7 +146,8 @@ class _MaskingFilter(logging.Filter):
     """Masks the keys of live judges in a record (``httpcore2`` logs raw response headers at DEBUG)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        secrets = list(_live)
+        with _guard_lock:  # another thread may add a judge's secret meanwhile
+            secrets = list(_live)
         if secrets:
             message = record.getMessage()
             masked = message
