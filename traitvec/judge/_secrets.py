@@ -54,10 +54,19 @@ class Secret:
         value: the key; ``None`` when the server needs none (a placeholder is sent instead).
     """
 
-    __slots__ = ("_value", "__weakref__")
+    __slots__ = ("_fragments", "_value", "_whole", "__weakref__")
 
     def __init__(self, value: str | None) -> None:
         self._value = value or None
+        self._whole: re.Pattern[str] | None = None
+        self._fragments: re.Pattern[str] | None = None
+        if self._value is not None:
+            key = self._value
+            self._whole = re.compile(re.escape(key), re.IGNORECASE)
+            if len(key) >= FRAGMENT:
+                grams = sorted({key[i : i + FRAGMENT] for i in range(len(key) - FRAGMENT + 1)})
+                # a lookahead finds every start, overlapping ones too, so a run of key characters is masked whole
+                self._fragments = re.compile("(?=(?:" + "|".join(map(re.escape, grams)) + "))", re.IGNORECASE)
 
     def reveal(self) -> str:
         """The key itself, or a placeholder (only for the client's ``Authorization`` header)."""
@@ -71,11 +80,10 @@ class Secret:
             'Incorrect API key provided: ***'
         """
         text = text[:_SCAN_LIMIT]
-        key = self._value
-        if key:
-            text = re.sub(re.escape(key), "***", text, flags=re.IGNORECASE)
-            if len(key) >= FRAGMENT:
-                text = _mask_fragments(text, key)
+        if self._whole is not None:
+            text = self._whole.sub("***", text)
+        if self._fragments is not None and self._fragments.search(text):
+            text = _mask_runs(text, [m.start() for m in self._fragments.finditer(text)])
         text = _LOOKS_LIKE_KEY.sub("sk-***", text)
         return _BEARER.sub(r"\1***", text)
 
@@ -94,22 +102,20 @@ class Secret:
     __str__ = __repr__
 
 
-def _mask_fragments(text: str, key: str) -> str:
-    """Mask every run of ``text`` made of :data:`FRAGMENT`-character pieces of ``key`` (case-insensitive)."""
-    grams = {key[i : i + FRAGMENT].lower() for i in range(len(key) - FRAGMENT + 1)}
-    low = text.lower()
-    hit = [False] * len(text)
-    for i in range(len(text) - FRAGMENT + 1):
-        if low[i : i + FRAGMENT] in grams:
-            hit[i : i + FRAGMENT] = [True] * FRAGMENT
-    if not any(hit):
-        return text
+def _mask_runs(text: str, starts: list[int]) -> str:
+    """Replace each run of characters covered by a :data:`FRAGMENT`-long match at ``starts`` with ``***``."""
     out: list[str] = []
-    for i, char in enumerate(text):
-        if not hit[i]:
-            out.append(char)
-        elif i == 0 or not hit[i - 1]:
-            out.append("***")
+    kept = 0  # text[:kept] is written out
+    end = -1  # end of the run being masked
+    for start in starts:
+        if start > end:
+            if end >= 0:
+                out.append("***")
+                kept = end
+            out.append(text[kept:start])
+        end = max(end, start + FRAGMENT)
+    out.append("***")
+    out.append(text[end:])
     return "".join(out)
 
 
