@@ -400,13 +400,20 @@ def judge_for(server: JudgeServer, cache: Path | None = None) -> OpenAIJudge:
 
 
 def steer(
-    root: Path, steer_experiment: str, judge: Any, traits: tuple[str, ...] = ("test/optimism",), **settings: Any
+    root: Path,
+    steer_experiment: str,
+    judge: Any,
+    traits: tuple[str, ...] = ("test/optimism",),
+    *,
+    own: bool = False,
+    **settings: Any,
 ) -> list[tv.TraitRun]:
+    """Extract on ``tiny`` and steer ``steer_experiment`` (with ``own``: extract on it and steer it, one experiment)."""
     options = {"n_layers": 1, "questions": 3, "search_steps": 2, "max_new_tokens": 6, **settings}
     return tv.run_pipeline(
-        "tiny",
+        steer_experiment if own else "tiny",
         list(traits),
-        steer_experiment=steer_experiment,
+        steer_experiment=None if own else steer_experiment,
         extraction=EXTRACTION,
         steering=tv.SteeringSettings(**options),
         judge=lambda: judge,
@@ -514,22 +521,22 @@ def test_two_traits_resume_in_the_second_and_are_current_alone_or_in_another_ord
 
 
 def test_failed_judge_items_make_a_run_not_current_and_only_they_are_asked_again(world: Path) -> None:
-    name = experiment(world, "steer-fail")
+    name = experiment(world, "steer-fail")  # extracts and steers: the model is loaded before steering is keyed
     cache = world / "fail-cache.sqlite"
     # The first three requests fail (HTTP 422, not retried): the baseline's three trait items.
     with JudgeServer(ScriptedResponder([Fault.server_error(422)] * 3)) as server:
-        (first,) = steer(world, name, judge_for(server, cache), coherence_floor=0)
+        (first,) = steer(world, name, judge_for(server, cache), coherence_floor=0, own=True)
         assert first.steering["scoring"]["n_failed"] == 3 and first.steering["status"] == "some judge items failed"
         assert first.steering["scoring"]["last_error"].startswith("HTTP 422")
         run = steering_dir(world, name) / first.steering["run_folder"]
         assert (run / "progress.json").is_file()  # kept: the rerun re-asks from it
         before = server.request_count
-        (second,) = steer(world, name, judge_for(server, cache), coherence_floor=0)
+        (second,) = steer(world, name, judge_for(server, cache), coherence_floor=0, own=True)
         assert server.request_count - before == 3  # exactly the failed items
         assert second.steering["scoring"]["n_failed"] == 0 and second.steering["status"] == "complete"
         assert not (run / "progress.json").exists()
         before = server.request_count
-        (third,) = steer(world, name, judge_for(server, cache), coherence_floor=0)
+        (third,) = steer(world, name, judge_for(server, cache), coherence_floor=0, own=True)
         assert server.request_count == before and third.steering == second.steering
     ours = [(r["round"], r["question_index"], r["text"]) for r in second.steering["responses"]]
     assert ours == [(r["round"], r["question_index"], r["text"]) for r in first.steering["responses"]]
