@@ -165,6 +165,31 @@ def add_pipeline_arguments(p: argparse.ArgumentParser) -> None:
     s.add_argument("--samples", type=int, default=1, metavar="N", help="samples per question (>1 samples, seeded)")
     s.add_argument("--search-steps", type=int, default=6, metavar="N", help="coefficient search rounds (default 6)")
     judge_options(p)
+    executor_options(p)
+
+
+def executor_options(p: argparse.ArgumentParser) -> None:
+    """``--executor``, ``--ray-address``, ``--gpus-per-task`` (``traitvec run``; see docs/scale.md)."""
+    g = p.add_argument_group("executor (see docs/scale.md)")
+    g.add_argument(
+        "--executor",
+        choices=("local", "ray"),
+        default="local",
+        help="local: the traits one after another in this process (default); ray: one Ray task per trait",
+    )
+    g.add_argument(
+        "--ray-address",
+        metavar="ADDR",
+        help="Ray cluster to join: auto, HOST:6379 or ray://HOST:10001 (default: $RAY_ADDRESS, a cluster started "
+        "on this machine, else a local instance for this run)",
+    )
+    g.add_argument(
+        "--gpus-per-task",
+        type=float,
+        metavar="N",
+        help="GPUs per trait task (default: 1 when the cluster has GPUs, else 0; a cuda/cpu device in the config "
+        "decides first)",
+    )
 
 
 @_command(

@@ -9,10 +9,12 @@ from typing import TYPE_CHECKING
 from ..experiments import load_experiment
 from ..render.text import extraction_table, steering_table
 from ..stages.pipeline import TraitRun, load_traits, run_pipeline
+from .cluster import failure_line, run_on_executor, uses_executor
 from .settings import extraction_settings, judge_factory, steering_settings
 
 if TYPE_CHECKING:
     from ..evaluation import Evaluation
+    from ..executors import TaskFailure
 
 __all__ = ["cmd_run", "cmd_extract"]
 
@@ -60,7 +62,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     Exits 1 when the judge failed on most of a trait's steering items (one line per such trait,
     with the judge's last error): those numbers are not results, and a rerun re-asks the failed items.
     """
-    runs = _run(args, steering=not args.no_steering, vetting=args.vet)
+    failures: list[TaskFailure] = []
+    if uses_executor(args):
+        runs, failures = run_on_executor(args, steering=not args.no_steering, vetting=args.vet)
+    else:
+        runs = _run(args, steering=not args.no_steering, vetting=args.vet)
+    status = _cmd_run_tables(args, runs)
+    if failures:
+        line, failed_status = failure_line(failures, len(runs) + len(failures))
+        print(line, file=sys.stderr)
+        return max(status, failed_status)
+    return status
+
+
+def _cmd_run_tables(args: argparse.Namespace, runs: list[TraitRun]) -> int:
     print("\nExtraction (held-out, recommended layer per method):")
     print(extraction_table(_extraction_rows(runs)))
     if args.no_steering:

@@ -63,6 +63,12 @@ FLAGS: dict[str, str] = {
     "run_pipeline(vetted_only=)": "--vetted-only",
     "run_pipeline(steering=)": "--no-steering",
     "run_pipeline(force=)": "--force",
+    # the executor (traitvec run --executor ray)
+    "make_executor(kind=)": "--executor",
+    "make_executor(address=)": "--ray-address",
+    "make_executor(num_gpus_per_task=)": "--gpus-per-task",
+    "RayExecutor(num_gpus_per_task=)": "--gpus-per-task",
+    "run_pipeline_tasks(traits=)": "--traits",
     # where things are
     "load_trait(root=)": "--traits-root",
     "load_trait(name=)": "--traits",

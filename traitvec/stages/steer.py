@@ -107,7 +107,7 @@ def run_steering_eval(
     if previous is not None:
         logger.info("%s: %d judge items failed last time; re-asking them", trait.name, previous["scoring"]["n_failed"])
     loaded = pool.get(steer_config)
-    started = time.perf_counter()
+    started, usage_before = time.perf_counter(), judge.usage()
     transfer_warnings = plan.vector.check_model(loaded)
     layers = (
         list(plan.settings.layers)
@@ -134,7 +134,7 @@ def run_steering_eval(
     rounds, floor, floor_note = _run_rounds(trait, plan, runner, force)
     seconds = time.perf_counter() - started
     results = build_results(
-        trait, plan, loaded.describe(), judge, rounds, floor, floor_note, transfer_warnings, seconds
+        trait, plan, loaded.describe(), judge, rounds, floor, floor_note, transfer_warnings, seconds, usage_before
     )
     write_run(results, plan.paths, plan.run, keep_progress=results["scoring"]["n_failed"] > 0)
     return results

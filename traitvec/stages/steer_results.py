@@ -18,6 +18,7 @@ from ..judge import Judge
 from ..render.markdown import format_results
 from ..render.plots import plot_steering
 from ..traits import Trait
+from .judge_record import judge_for_trait, usage_since
 from .layout import SteeringPaths, SteeringRunPaths
 from .runs import mirror_run
 from .search import Record
@@ -80,6 +81,7 @@ def build_results(
     floor_note: str | None,
     transfer_warnings: list[str],
     seconds: float,
+    usage_before: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The ``results.json`` document of one finished run.
 
@@ -93,6 +95,8 @@ def build_results(
         floor_note: why it differs from the requested floor (``None`` when it does not).
         transfer_warnings: depth / family differences between extraction and steer model.
         seconds: how long the run took.
+        usage_before: ``judge.usage()`` when the run started: the recorded usage is this run's own
+            (a judge shared by several traits counts them all).
     """
     settings, sign = plan.settings, sign_of(trait)
     layers = list(settings.layers or ())
@@ -122,7 +126,7 @@ def build_results(
         "coefficient_unit": "spread (mean norm of mean-centred activations at extraction); sign follows direction",
         "intervals": INTERVALS,
         "questions": plan.questions,
-        "judge": judge.describe(),
+        "judge": judge_for_trait(judge.describe(), trait.name),
         "judge_key": plan.judge_key,
         "prompt_hashes": _prompt_hashes(responses),
         "smoke_test": bool(judge.smoke_test),
@@ -133,7 +137,7 @@ def build_results(
         "selection": selection,
         "held_out": held_out_estimate(rounds, selection, sign, floor, settings.min_scored),
         "responses": responses,
-        "usage": judge.usage(),
+        "usage": usage_since(judge.usage(), usage_before),
         "seconds": round(seconds, 1),
         "traitvec_version": __version__,
     }
