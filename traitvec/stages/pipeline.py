@@ -32,6 +32,7 @@ from ..models import ModelPool
 from ..traits import DEFAULT_TRAITS_ROOT, Trait, load_trait
 from .extract import ExtractionResult, ExtractionSettings, extract_trait
 from .layout import ExtractionPaths, OutputLayout
+from .multi_steer import run_steering_evals
 from .resume import read_json
 from .steer import SteeringSettings, run_steering_eval
 from .vet import VetSettings, vet_trait
@@ -113,6 +114,7 @@ def run_pipeline(
     experiments_root: str | os.PathLike[str] = DEFAULT_EXPERIMENTS_ROOT,
     force: bool = False,
     show_progress: bool = False,
+    batch_traits: bool = True,
 ) -> list[TraitRun]:
     """Run every stage for every trait and return what each produced.
 
@@ -133,6 +135,10 @@ def run_pipeline(
         experiments_root: folder of experiment folders.
         force: recompute every stage even when its outputs are current.
         show_progress: progress bars.
+        batch_traits: with several traits, vet and extract each, then run their steering
+            evaluations together, sharing one ``generate`` per search round
+            (:func:`~traitvec.stages.multi_steer.run_steering_evals`; the results are those of
+            each trait alone). ``False``: every stage of one trait, then the next trait.
 
     Raises:
         TraitvecError: an unknown experiment or trait, bad trait data, or missing vetting.
@@ -164,7 +170,7 @@ def run_pipeline(
             force=force,
             show_progress=show_progress,
         )
-        if steering is not None and steer_config is not None:
+        if steering is not None and steer_config is not None and not (batch_traits and len(loaded_traits) > 1):
             run.steering = run_steering_eval(
                 trait,
                 run.extraction,
@@ -176,6 +182,13 @@ def run_pipeline(
                 show_progress=show_progress,
             )
         runs.append(run)
+    if steering is not None and steer_config is not None and batch_traits and len(loaded_traits) > 1:
+        items = [(trait, run.extraction) for trait, run in zip(loaded_traits, runs, strict=True) if run.extraction]
+        shared = run_steering_evals(
+            items, steer_config, pool, lazy_judge.get(), settings=steering, force=force, show_progress=show_progress
+        )
+        for run, results in zip(runs, shared, strict=True):
+            run.steering = results
     return runs
 
 

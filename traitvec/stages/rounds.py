@@ -80,6 +80,8 @@ class RoundRunner:
         layers: candidate layers (projections are read at each).
         max_new_tokens, samples, temperature, seed, steer_positions: the settings of generation.
         show_progress: progress bars.
+        generate_fn: what generates (:func:`~traitvec.generation.generate`; the multi-trait search
+            passes one that shares its batches with other traits, :mod:`traitvec.stages.multi_steer`).
     """
 
     def __init__(
@@ -97,11 +99,13 @@ class RoundRunner:
         seed: int,
         steer_positions: SteerPositions,
         show_progress: bool = False,
+        generate_fn: Callable[..., list[Generation]] = generate,
     ) -> None:
         self.trait, self.questions, self.vector, self.loaded = trait, list(questions), vector, loaded
         self.scorers, self.layers = dict(scorers), list(layers)
         self.max_new_tokens, self.samples, self.temperature, self.seed = max_new_tokens, samples, temperature, seed
         self.steer_positions, self.show_progress = steer_positions, show_progress
+        self.generate_fn = generate_fn
         self.encoded = [encode_chat(loaded, q) for q in self.questions]
 
     def __call__(self, configs: list[tuple[int, float]], number: int) -> Record:
@@ -117,7 +121,7 @@ class RoundRunner:
                     prompts.append(ids)
                     rows.append(steers)
                     meta.append((layer, coefficient, qi, sample))
-        generations = generate(
+        generations = self.generate_fn(
             self.loaded,
             prompts,
             max_new_tokens=self.max_new_tokens,

@@ -39,6 +39,7 @@ import dataclasses
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
 
@@ -46,6 +47,7 @@ from .._io import sha256_text, write_json
 from ..errors import ConfigError
 from ..evaluation import Evaluation
 from ..experiments import ExperimentConfig
+from ..generation import Generation, generate
 from ..judge import Judge
 from ..models import ModelPool
 from ..traits import Trait
@@ -77,6 +79,7 @@ def run_steering_eval(
     settings: SteeringSettings | None = None,
     force: bool = False,
     show_progress: bool = False,
+    generate_fn: Callable[..., list[Generation]] = generate,
 ) -> dict[str, Any]:
     """Evaluate steering with ``trait``'s vector on ``steer_config``'s model; write and return results.
 
@@ -89,6 +92,8 @@ def run_steering_eval(
         settings: protocol settings.
         force: redo even when the run's ``results.json`` is current.
         show_progress: progress bars.
+        generate_fn: what generates the answers (:func:`~traitvec.generation.generate`; several
+            traits share its batches through :func:`~traitvec.stages.multi_steer.run_steering_evals`).
 
     Returns:
         The ``results.json`` document.
@@ -129,6 +134,7 @@ def run_steering_eval(
         seed=plan.settings.seed,
         steer_positions=plan.settings.steer_positions,
         show_progress=show_progress,
+        generate_fn=generate_fn,
     )
     rounds, floor, floor_note = _run_rounds(trait, plan, runner, force)
     seconds = time.perf_counter() - started
