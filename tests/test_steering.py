@@ -7,6 +7,7 @@ import torch
 from tiny import ARCHITECTURES, make_model
 
 from traitvec import ConfigError
+from traitvec.batching import pad_batch
 from traitvec.capture import Activations
 from traitvec.generation import generate
 from traitvec.methods import MeanDiff
@@ -77,11 +78,17 @@ def test_steered_layer_output_is_baseline_plus_coefficient_times_vector(arch: st
     torch.testing.assert_close(after.calls[0], before.calls[0] + 2.5 * v, atol=1e-6, rtol=1e-6)
 
 
+def _only_last_column_steered(delta: torch.Tensor, expected: torch.Tensor) -> None:
+    """Every prompt position unchanged but the last one, which moved by ``expected`` in every row."""
+    assert torch.count_nonzero(delta[:, :-1]) == 0
+    torch.testing.assert_close(delta[:, -1], expected.expand_as(delta[:, -1]), atol=1e-6, rtol=1e-5)
+
+
 @pytest.mark.parametrize("arch", ARCHITECTURES)
-def test_response_steering_reaches_every_generated_token_and_no_prompt_token(arch: str) -> None:
+def test_response_steering_reaches_every_generated_token_and_only_the_last_prompt_position(arch: str) -> None:
     loaded = make_model(arch)
     v = direction(loaded)
-    prompts = ids_of(loaded)
+    prompts = ids_of(loaded)  # three lengths: left padding puts every row's last prompt token in the last column
     with steer(loaded, v, layer=1, coefficient=3.0, positions="response", scale="absolute"):
         before, after = Recorder(loaded.layers[1], prepend=True), Recorder(loaded.layers[1])
         out = generate(loaded, prompts, max_new_tokens=5)
@@ -90,11 +97,53 @@ def test_response_steering_reaches_every_generated_token_and_no_prompt_token(arc
     assert len(before.calls) >= 2  # a prompt pass, then one pass per generated token with the KV cache
     prompt_pass = after.calls[0] - before.calls[0]
     assert prompt_pass.shape[1] == max(len(p) for p in prompts)
-    assert torch.count_nonzero(prompt_pass) == 0
+    _only_last_column_steered(prompt_pass, 3.0 * v)  # the position that produces the first answer token
     for step_before, step_after in zip(before.calls[1:], after.calls[1:], strict=True):
         assert step_before.shape[1] == 1  # the cache is on: one new token per call
         torch.testing.assert_close(step_after - step_before, (3.0 * v).expand_as(step_before), atol=1e-6, rtol=1e-5)
     assert len(before.calls) - 1 == max(len(g.raw_tokens) for g in out) - 1
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+def test_response_steering_without_the_kv_cache(arch: str) -> None:
+    loaded = make_model(arch)
+    v = direction(loaded)
+    padded = pad_batch(ids_of(loaded), loaded.tokenizer.pad_token_id, side="left")
+    width = padded.width
+    with torch.no_grad(), steer(loaded, v, layer=1, coefficient=3.0, positions="response", scale="absolute"):
+        before, after = Recorder(loaded.layers[1], prepend=True), Recorder(loaded.layers[1])
+        loaded.model.generate(
+            input_ids=padded.input_ids,
+            attention_mask=padded.attention_mask,
+            max_new_tokens=4,
+            min_new_tokens=4,
+            do_sample=False,
+            use_cache=False,
+            pad_token_id=loaded.tokenizer.pad_token_id,
+        )
+        before.remove()
+        after.remove()
+    assert [c.shape[1] for c in before.calls] == [width + k for k in range(4)]  # every step re-reads it all
+    for step_before, step_after in zip(before.calls, after.calls, strict=True):
+        delta = step_after - step_before
+        _only_last_column_steered(delta[:, :width], 3.0 * v)
+        torch.testing.assert_close(delta[:, width:], (3.0 * v).expand_as(delta[:, width:]), atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("cache", [True, False])
+def test_response_steering_can_change_the_first_generated_token(cache: bool) -> None:
+    loaded = make_model("llama")
+    v = direction(loaded)
+    padded = pad_batch(ids_of(loaded), loaded.tokenizer.pad_token_id, side="left")
+    settings = dict(max_new_tokens=1, do_sample=False, use_cache=cache, pad_token_id=loaded.tokenizer.pad_token_id)
+    with torch.no_grad():
+        plain = loaded.model.generate(input_ids=padded.input_ids, attention_mask=padded.attention_mask, **settings)
+        with steer(loaded, v, layer=2, coefficient=40.0, positions="response", scale="absolute"):
+            steered = loaded.model.generate(
+                input_ids=padded.input_ids, attention_mask=padded.attention_mask, **settings
+            )
+    first_plain, first_steered = plain[:, padded.width].tolist(), steered[:, padded.width].tolist()
+    assert all(a != b for a, b in zip(first_plain, first_steered, strict=True)), (first_plain, first_steered)
 
 
 @pytest.mark.parametrize("arch", ARCHITECTURES)
