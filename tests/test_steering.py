@@ -9,7 +9,7 @@ from tiny import ARCHITECTURES, make_model
 from traitvec import ConfigError
 from traitvec.batching import pad_batch
 from traitvec.capture import Activations
-from traitvec.generation import generate
+from traitvec.generation import context_length, fit_context, generate
 from traitvec.methods import MeanDiff
 from traitvec.steering import Steer, SteeringHandle, steer, steer_rows
 
@@ -288,3 +288,48 @@ def test_effective_coherence_floor() -> None:
     floor, note = effective_floor(70, 39.5)
     assert floor == pytest.approx(29.5) and "39.5" in note and "under the floor 70" in note
     assert effective_floor(70, 4.0)[0] == 0.0
+
+
+def _short_context_model(arch: str, context: int = 64):
+    from tiny import make_config, make_tokenizer
+    from transformers import AutoModelForCausalLM
+
+    from traitvec.models import wrap_model
+
+    config = make_config(arch)
+    config.max_position_embeddings = context  # gpt2 maps this onto n_positions
+    torch.manual_seed(0)
+    return wrap_model(AutoModelForCausalLM.from_config(config), make_tokenizer(), name=f"tiny-{arch}-ctx{context}")
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_a_prompt_longer_than_the_context_is_cut_to_its_end(arch: str, caplog: pytest.LogCaptureFixture) -> None:
+    loaded = _short_context_model(arch)
+    assert context_length(loaded) == 64
+    short = ids_of(loaded, ["What causes rain?"])[0]
+    long = list(loaded.tokenizer(" ".join(["The quick brown fox jumps over the lazy dog."] * 200))["input_ids"])
+    assert len(long) > 1000
+    with caplog.at_level("WARNING", logger="traitvec.generation"):
+        out = generate(loaded, [short, long, "What causes rain? " * 300], max_new_tokens=8)
+    bos = loaded.tokenizer.bos_token_id
+    assert out[0].prompt_ids == tuple(short) and out[0].dropped == 0
+    assert len(out[1].prompt_ids) == 64 - 8
+    assert out[1].prompt_ids == (bos, *long[-(64 - 8 - 1) :])  # the BOS, then the end of the prompt
+    assert out[1].dropped == len(long) - (64 - 8)
+    assert len(out[2].prompt_ids) == 56 and out[2].prompt_ids[0] == bos and out[2].dropped > 500
+    assert all(len(g.raw_tokens) == 8 or g.stopped for g in out)
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1, warnings  # one warning per call, naming the prompts cut
+    assert "2 prompt(s)" in warnings[0] and "prompt index 1, 2" in warnings[0] and "(64 tokens)" in warnings[0]
+
+
+def test_max_new_tokens_that_fill_the_context_are_refused() -> None:
+    loaded = _short_context_model("llama")
+    with pytest.raises(ConfigError, match=r"generate\(max_new_tokens=\) = 63 leaves no room.*at most 62") as err:
+        generate(loaded, ["What causes rain?"], max_new_tokens=63)
+    assert err.value.setting == "generate(max_new_tokens=)"
+    bos = loaded.tokenizer.bos_token_id
+    assert bos not in range(5, 105)
+    assert fit_context(loaded, list(range(5, 105)), 62) == ([103, 104], 98)  # two tokens of room: the end
+    assert fit_context(loaded, [bos, *range(5, 105)], 62) == ([bos, 104], 99)  # a leading BOS is kept
+    assert fit_context(loaded, [bos, 5, 6], 8) == ([bos, 5, 6], 0)
