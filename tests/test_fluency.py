@@ -1,0 +1,137 @@
+"""traitvec.fluency: answers read back by the unsteered model, against independent computations."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from tiny import ARCHITECTURES, make_model
+
+from traitvec.fluency import MAX_LOGIT_ELEMENTS, AnswerReading, read_answers, repetition_rate
+from traitvec.generation import Generation, generate
+from traitvec.steering import Steer
+from traitvec.vectors import TraitVector
+
+QUESTIONS = ["What causes rain?", "The quick brown fox", "Honestly, I have to admit the plan failed; we"]
+
+
+def _vector(loaded, seed: int = 0) -> TraitVector:
+    g = torch.Generator().manual_seed(seed)
+    directions = {}
+    for layer in range(loaded.num_layers):
+        d = torch.randn(loaded.hidden_size, generator=g)
+        directions[layer] = d / d.norm()
+    ones = dict.fromkeys(range(loaded.num_layers), 1.0)
+    return TraitVector(
+        directions=directions,
+        method="mean-diff",
+        position="prefill-mean",
+        model={"name": loaded.name},
+        trait="test/trait",
+        trait_hash="",
+        n_pairs=1,
+        raw_norms=ones,
+        activation_norms=ones,
+        spreads=ones,
+    )
+
+
+def _answers(loaded) -> list[Generation]:
+    """Answers of several lengths, some steered hard (so they are less likely under the plain model)."""
+    ids = [list(loaded.tokenizer(q)["input_ids"]) for q in QUESTIONS]
+    v = torch.randn(loaded.hidden_size, generator=torch.Generator().manual_seed(3))
+    rows = [[], [Steer(v / v.norm(), 1, 6.0, scale="absolute")], []]
+    return generate(loaded, ids, max_new_tokens=7, steering=rows) + generate(loaded, ids[:2], max_new_tokens=3)
+
+
+def _reference(loaded, g: Generation, vector: TraitVector, layers: list[int]) -> tuple[float, dict[str, float]]:
+    """One answer alone, no padding: log_softmax of a plain forward gathered at the next tokens, and
+    the answer's mean hidden state (output_hidden_states: entry layer+1 is layer's output)."""
+    answer = list(g.tokens) or list(g.raw_tokens[:1])
+    full = torch.tensor([[*g.prompt_ids, *answer]])
+    p = len(g.prompt_ids)
+    with torch.no_grad():
+        out = loaded.model(full, output_hidden_states=True)
+    logprobs = out.logits[0].float().log_softmax(-1)[p - 1 : full.shape[1] - 1]
+    chosen = logprobs.gather(-1, torch.tensor(answer)[:, None])[:, 0]
+    projections = {
+        str(layer): float(out.hidden_states[layer + 1][0, p:].float().mean(0) @ vector.direction(layer))
+        for layer in layers
+    }
+    return float(chosen.mean()), projections
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+def test_readings_equal_a_plain_forward_of_each_answer_alone(arch: str) -> None:
+    loaded = make_model(arch)
+    vector = _vector(loaded)
+    answers = _answers(loaded)
+    assert len({len(g.prompt_ids) + len(g.tokens) for g in answers}) > 2  # rows really are padded in the batch
+    layers = [0, 1]  # the last layer's entry in hidden_states is after the final norm in some models
+    readings = read_answers(loaded, answers, vector=vector, layers=layers)
+    assert len(readings) == len(answers)
+    for g, reading in zip(answers, readings, strict=True):
+        mean, projections = _reference(loaded, g, vector, layers)
+        assert reading.n_tokens == (len(g.tokens) or 1)
+        assert reading.mean_logprob == pytest.approx(mean, abs=1e-5)
+        assert reading.perplexity == pytest.approx(math.exp(-mean), rel=1e-5)
+        assert reading.repetition == repetition_rate(g.tokens)
+        assert reading.projections is not None and set(reading.projections) == {"0", "1"}
+        for layer in ("0", "1"):
+            assert reading.projections[layer] == pytest.approx(projections[layer], rel=1e-4, abs=1e-4)
+    steered, plain = readings[1].mean_logprob, readings[0].mean_logprob
+    assert steered is not None and plain is not None and steered != plain
+
+
+def test_batch_size_and_head_rows_do_not_change_readings(monkeypatch: pytest.MonkeyPatch) -> None:
+    loaded = make_model("llama")
+    vector = _vector(loaded)
+    answers = _answers(loaded)
+    together = read_answers(loaded, answers, vector=vector, layers=[1])
+    alone = read_answers(loaded, answers, vector=vector, layers=[1], max_batch_tokens=1)  # one row per batch
+    monkeypatch.setattr("traitvec.fluency.MAX_LOGIT_ELEMENTS", 8 * 400)  # at most one row fits under the head cap
+    capped = read_answers(loaded, answers, vector=vector, layers=[1])
+    assert MAX_LOGIT_ELEMENTS == 2**26
+    for a, b, c in zip(together, alone, capped, strict=True):
+        assert a.mean_logprob == pytest.approx(b.mean_logprob, abs=1e-5) == pytest.approx(c.mean_logprob, abs=1e-5)
+        assert a.projections and b.projections and c.projections
+        assert a.projections["1"] == pytest.approx(b.projections["1"], abs=1e-4)
+        assert a.projections["1"] == pytest.approx(c.projections["1"], abs=1e-4)
+
+
+def test_readings_without_a_vector_have_no_projections_and_register_no_hooks() -> None:
+    loaded = make_model("gpt2")
+    answers = _answers(loaded)[:2]
+    before = [len(m._forward_hooks) for m in loaded.layers]
+    readings = read_answers(loaded, answers)
+    assert [len(m._forward_hooks) for m in loaded.layers] == before
+    assert all(r.projections is None and r.mean_logprob is not None for r in readings)
+    assert readings[0].fluency() == {
+        "mean_logprob": readings[0].mean_logprob,
+        "perplexity": readings[0].perplexity,
+        "repetition": readings[0].repetition,
+    }
+
+
+def test_an_empty_answer_is_read_by_its_end_token_and_nothing_is_none() -> None:
+    loaded = make_model("llama")
+    eos = loaded.tokenizer.eos_token_id
+    prompt = tuple(loaded.tokenizer("What causes rain?")["input_ids"])
+    empty = Generation(prompt, (), (eos,), "", True)
+    nothing = Generation(prompt, (), (), "", True)  # a stop string took every token
+    readings = read_answers(loaded, [empty, nothing], vector=_vector(loaded), layers=[0])
+    with torch.no_grad():
+        logits = loaded.model(torch.tensor([prompt])).logits[0, -1].float().log_softmax(-1)
+    assert readings[0].n_tokens == 1
+    assert readings[0].mean_logprob == pytest.approx(float(logits[eos]), abs=1e-5)
+    assert readings[0].repetition == 0.0
+    assert readings[1] == AnswerReading(0, None, None, None, None)
+
+
+def test_repetition_rate_counts_3grams_that_repeat_an_earlier_one() -> None:
+    assert repetition_rate([1, 2, 3, 1, 2, 3]) == 0.25  # (1,2,3) (2,3,1) (3,1,2) (1,2,3)
+    assert repetition_rate([5] * 10) == 7 / 8  # eight 3-grams, all the same
+    assert repetition_rate([1, 2, 3, 4, 5, 6]) == 0.0
+    assert repetition_rate([1, 2]) == 0.0  # no 3-gram at all
+    assert repetition_rate([1, 2, 1, 2, 1], n=2) == 0.5  # (1,2) (2,1) (1,2) (2,1)
