@@ -135,3 +135,40 @@ def test_repetition_rate_counts_3grams_that_repeat_an_earlier_one() -> None:
     assert repetition_rate([1, 2, 3, 4, 5, 6]) == 0.0
     assert repetition_rate([1, 2]) == 0.0  # no 3-gram at all
     assert repetition_rate([1, 2, 1, 2, 1], n=2) == 0.5  # (1,2) (2,1) (1,2) (2,1)
+
+
+def _responses(*pairs: tuple[float | None, float | None]) -> list[dict]:
+    return [{"fluency": {"mean_logprob": lp, "perplexity": None, "repetition": rep}} for lp, rep in pairs]
+
+
+def test_fluency_summary_means_intervals_and_run_perplexity() -> None:
+    from traitvec.stages.fluency_guard import fluency_summary
+
+    summary = fluency_summary([*_responses((-1.0, 0.0), (-2.0, 0.5), (None, None)), {"fluency": None}, {}])
+    assert summary["n"] == 2  # unread answers are not averaged in
+    assert summary["mean_logprob"]["mean"] == pytest.approx(-1.5)
+    assert summary["repetition"]["mean"] == pytest.approx(0.25)
+    assert summary["perplexity"]["mean"] == pytest.approx(math.exp(1.5))  # exp(-mean log-prob), not a mean of ppl
+    low, high = summary["mean_logprob"]["ci95"]
+    assert summary["perplexity"]["ci95"] == pytest.approx([math.exp(-high), math.exp(-low)])
+    assert fluency_summary([])["mean_logprob"] == {"mean": None, "ci95": None}
+
+
+def test_fluency_guard_limits_and_failures() -> None:
+    from traitvec.stages.fluency_guard import fluency_limits, fluency_summary
+
+    baseline = fluency_summary(_responses((-0.8, 0.30), (-0.9, 0.46)))  # mean -0.85, repetition 0.38
+    limits = fluency_limits(baseline, margin=1.5, ceiling=0.5)
+    assert limits.min_mean_logprob == pytest.approx(-2.35)
+    assert limits.max_repetition == pytest.approx(0.53)  # the baseline loops: 0.38 + 0.15 is above 0.5
+    assert limits.failure(fluency_summary(_responses((-1.6, 0.2), (-1.6, 0.4)))) is None
+    salad = limits.failure(fluency_summary(_responses((-4.0, 0.0), (-5.0, 0.1))))
+    assert salad == "mean log-prob -4.50 is more than 1.5 under the baseline's -0.85"
+    loops = limits.failure(fluency_summary(_responses((-1.0, 0.9), (-1.0, 0.8))))
+    assert loops == "repetition 0.85 is above the ceiling 0.53"
+    calm = fluency_limits(fluency_summary(_responses((-0.8, 0.0))), margin=1.5, ceiling=0.5)
+    assert calm.max_repetition == 0.5
+    off = fluency_limits(baseline, margin=None, ceiling=None)
+    assert off.failure(fluency_summary(_responses((-9.0, 1.0)))) is None
+    assert limits.failure(fluency_summary([])) is None  # nothing read: the judge's checks still apply
+    assert limits.to_dict()["baseline_repetition"] == pytest.approx(0.38)
