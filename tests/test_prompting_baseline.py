@@ -91,3 +91,37 @@ def test_prompting_summary_is_sign_adjusted_against_the_baseline() -> None:
     assert down["trait_gain"] == -40.0 and down["placement"] == "prepended to the user turn"
     unscored = prompting_summary("x", True, responses, {"trait": {"mean": None}}, 1.0, summarize)
     assert unscored["trait_gain"] is None
+
+
+def _results(steered_gain, prompted_gain):
+    summary = {"trait": {"mean": 60.0}, "coherence": {"mean": 80.0}}
+    return {
+        "best": {"layer": 6, "coefficient": 1.0, **summary, "trait_gain": steered_gain, "projection_gain": 0.5},
+        "baseline": {"trait": {"mean": 30.0}, "coherence": {"mean": 85.0}},
+        "prompting_baseline": {"trait": {"mean": 71.5}, "coherence": {"mean": 88.25}, "trait_gain": prompted_gain},
+        "smoke_test": False,
+    }
+
+
+def test_the_steering_table_shows_steered_beside_prompted_and_says_when_prompting_wins() -> None:
+    from traitvec.render.text import steering_table
+
+    text = steering_table(
+        [
+            ("styles/formality", _results(30.0, 41.5)),
+            ("states/optimism", _results(30.0, 12.0)),
+            ("alignment/refusal", {**_results(None, 5.0), "best": None}),
+            ("missing/trait", None),
+        ]
+    )
+    lines = text.splitlines()
+    assert lines[0].split() [:9] == ["trait", "layer", "coef", "baseline", "trait", "steered", "trait", "coherence",
+                                     "prompted"]  # fmt: skip
+    assert lines[2].split() == ["styles/formality", "6", "1.00", "30.0", "60.0", "80.0", "71.5", "88.2", "0.50", "no"]
+    assert lines[5].split()[0] == "missing/trait" and set(lines[5].split()[1:-1]) == {"-"}
+    notes = lines[7:]
+    assert notes == [
+        "styles/formality: prompting beats steering (trait gain +41.5 prompted vs +30.0 steered)",
+        "alignment/refusal: prompting beats steering (trait gain +5.0 prompted vs no coherent run)",
+    ]
+    assert "\n\n" not in steering_table([("states/optimism", _results(30.0, 12.0))])

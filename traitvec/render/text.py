@@ -20,6 +20,8 @@ STEERING_HEADER = [
     "baseline trait",
     "steered trait",
     "coherence",
+    "prompted trait",
+    "prompted coherence",
     "projection gain",
     "smoke-test judge",
 ]
@@ -77,16 +79,20 @@ def extraction_table(traits: Sequence[tuple[str, Mapping[str, Evaluation]]]) -> 
 
 
 def steering_table(traits: Sequence[tuple[str, Mapping[str, Any] | None]]) -> str:
-    """The best coherent run of every trait against its baseline.
+    """The best coherent run of every trait against its baseline and its prompting baseline.
+
+    Below the table, one line per trait where asking for the trait (the prompting baseline) moved
+    it further than steering did: researchers must see when prompting beats steering.
 
     Args:
         traits: ``(trait name, results.json document or None)`` per trait.
     """
-    rows = []
+    rows, notes = [], []
     for trait, results in traits:
         s = results or {}
         best = s.get("best") or {}
         base = s.get("baseline") or {}
+        prompted = s.get("prompting_baseline") or {}
         rows.append(
             [
                 trait,
@@ -95,11 +101,25 @@ def steering_table(traits: Sequence[tuple[str, Mapping[str, Any] | None]]) -> st
                 fmt(base.get("trait", {}).get("mean")),
                 fmt(best.get("trait", {}).get("mean")),
                 fmt(best.get("coherence", {}).get("mean")),
+                fmt(prompted.get("trait", {}).get("mean")),
+                fmt(prompted.get("coherence", {}).get("mean")),
                 fmt(best.get("projection_gain"), 2),
                 "yes" if s.get("smoke_test") else "no",
             ]
         )
-    return format_table(rows, STEERING_HEADER)
+        note = _prompting_note(trait, best.get("trait_gain"), prompted.get("trait_gain"))
+        if note:
+            notes.append(note)
+    table = format_table(rows, STEERING_HEADER)
+    return "\n".join([table, "", *notes]) if notes else table
+
+
+def _prompting_note(trait: str, steered: float | None, prompted: float | None) -> str | None:
+    """The line saying prompting beat steering on ``trait`` (``None`` when it did not, or is unknown)."""
+    if prompted is None or (steered is not None and steered >= prompted):
+        return None
+    steered_text = "no coherent run" if steered is None else f"{steered:+.1f} steered"
+    return f"{trait}: prompting beats steering (trait gain {prompted:+.1f} prompted vs {steered_text})"
 
 
 def format_vetting(report: Mapping[str, Any], *, max_failing: int = 40) -> str:
