@@ -115,9 +115,10 @@ def test_the_steering_table_shows_steered_beside_prompted_and_says_when_promptin
         ]
     )
     lines = text.splitlines()
-    assert lines[0].split() [:9] == ["trait", "layer", "coef", "baseline", "trait", "steered", "trait", "coherence",
-                                     "prompted"]  # fmt: skip
-    assert lines[2].split() == ["styles/formality", "6", "1.00", "30.0", "60.0", "80.0", "71.5", "88.2", "0.50", "no"]
+    assert "prompted trait  prompted coherence" in lines[0]
+    assert lines[2].split() == [
+        "styles/formality", "-", "6", "1.00", "30.0", "60.0", "80.0", "71.5", "88.2", "0.50", "no"
+    ]  # fmt: skip
     assert lines[5].split()[0] == "missing/trait" and set(lines[5].split()[1:-1]) == {"-"}
     notes = lines[7:]
     assert notes == [
@@ -125,3 +126,7 @@ def test_the_steering_table_shows_steered_beside_prompted_and_says_when_promptin
         "alignment/refusal: prompting beats steering (trait gain +5.0 prompted vs no coherent run)",
     ]
     assert "\n\n" not in steering_table([("states/optimism", _results(30.0, 12.0))])
+    held = {**_results(30.0, 12.0), "held_out": {"trait_gain": 4.0, "ci95": [-1.0, 9.0]}}  # the headline counts
+    assert steering_table([("states/optimism", held)]).splitlines()[-1] == (
+        "states/optimism: prompting beats steering (trait gain +12.0 prompted vs +4.0 steered (held-out))"
+    )

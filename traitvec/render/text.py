@@ -10,12 +10,13 @@ from typing import Any
 
 from ..evaluation import Evaluation
 
-__all__ = ["format_table", "fmt", "extraction_table", "steering_table", "format_vetting"]
+__all__ = ["format_table", "fmt", "extraction_table", "held_out_cell", "steering_table", "format_vetting"]
 
 EXTRACTION_HEADER = ["trait", "position", "method", "best layer", "AUROC", "Cohen's d", "accuracy"]
 STEERING_HEADER = [
     "trait",
-    "layer",
+    "held-out gain [95% CI]",
+    "in-sample best: layer",
     "coef",
     "baseline trait",
     "steered trait",
@@ -78,11 +79,22 @@ def extraction_table(traits: Sequence[tuple[str, Mapping[str, Evaluation]]]) -> 
     return format_table(rows, EXTRACTION_HEADER)
 
 
-def steering_table(traits: Sequence[tuple[str, Mapping[str, Any] | None]]) -> str:
-    """The best coherent run of every trait against its baseline and its prompting baseline.
+def held_out_cell(results: Mapping[str, Any]) -> str:
+    """The held-out headline of a ``results.json`` document: ``+4.2 [-1.0, +9.4]`` (``-`` when there is none)."""
+    held = results.get("held_out") or {}
+    gain, ci = held.get("trait_gain"), held.get("ci95")
+    if gain is None:
+        return "-"
+    return f"{gain:+.1f}" + (f" [{ci[0]:+.1f}, {ci[1]:+.1f}]" if ci else "")
 
-    Below the table, one line per trait where asking for the trait (the prompting baseline) moved
-    it further than steering did: researchers must see when prompting beats steering.
+
+def steering_table(traits: Sequence[tuple[str, Mapping[str, Any] | None]]) -> str:
+    """The held-out gain of every trait first, then its in-sample best coherent run against its
+    baseline, and its prompting baseline (the unsteered model asked to show the trait).
+
+    Below the table, one line per trait where asking for the trait moved it further than steering
+    did (the held-out gain when there is one, else the in-sample best's): researchers must see when
+    prompting beats steering.
 
     Args:
         traits: ``(trait name, results.json document or None)`` per trait.
@@ -96,6 +108,7 @@ def steering_table(traits: Sequence[tuple[str, Mapping[str, Any] | None]]) -> st
         rows.append(
             [
                 trait,
+                held_out_cell(s),
                 fmt(best.get("layer")),
                 fmt(best.get("coefficient"), 2),
                 fmt(base.get("trait", {}).get("mean")),
@@ -107,18 +120,22 @@ def steering_table(traits: Sequence[tuple[str, Mapping[str, Any] | None]]) -> st
                 "yes" if s.get("smoke_test") else "no",
             ]
         )
-        note = _prompting_note(trait, best.get("trait_gain"), prompted.get("trait_gain"))
+        held = (s.get("held_out") or {}).get("trait_gain")
+        steered = held if held is not None else best.get("trait_gain")
+        note = _prompting_note(trait, steered, prompted.get("trait_gain"), "held-out" if held is not None else "")
         if note:
             notes.append(note)
     table = format_table(rows, STEERING_HEADER)
     return "\n".join([table, "", *notes]) if notes else table
 
 
-def _prompting_note(trait: str, steered: float | None, prompted: float | None) -> str | None:
+def _prompting_note(trait: str, steered: float | None, prompted: float | None, label: str) -> str | None:
     """The line saying prompting beat steering on ``trait`` (``None`` when it did not, or is unknown)."""
     if prompted is None or (steered is not None and steered >= prompted):
         return None
-    steered_text = "no coherent run" if steered is None else f"{steered:+.1f} steered"
+    steered_text = (
+        "no coherent run" if steered is None else f"{steered:+.1f} steered" + (f" ({label})" if label else "")
+    )
     return f"{trait}: prompting beats steering (trait gain {prompted:+.1f} prompted vs {steered_text})"
 
 
