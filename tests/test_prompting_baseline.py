@@ -13,6 +13,7 @@ from traitvec.stages.baseline import (
     has_system_role,
     instructed_prompt,
     prompting_instruction,
+    prompting_record,
     prompting_summary,
 )
 from traitvec.traits import load_trait
@@ -77,20 +78,52 @@ def test_the_instruction_goes_in_the_system_prompt_or_the_user_turn() -> None:
     assert text == "<bos>Be formal.\n\nQuestion: why is the sky blue\nAnswer:"
 
 
-def test_prompting_summary_is_sign_adjusted_against_the_baseline() -> None:
-    responses = [{"trait": {"score": 80.0}}, {"trait": {"score": 60.0}}]
+def _score(kind: str, value: float | None) -> dict:
+    status = "ok" if value is not None else "failed"
+    return {"score": value, "status": status, "mode": "logprobs", "kind": kind, "reason": None, "mass": 0.9,
+            "prompt_hash": "h", "judge": "j", "cached": False}  # fmt: skip
 
-    def summarize(rs):
-        scores = [r["trait"]["score"] for r in rs]
-        return {"trait": {"mean": sum(scores) / len(scores)}, "coherence": {"mean": 90.0}}
 
-    up = prompting_summary("Be formal.", True, responses, {"trait": {"mean": 30.0}}, 1.0, summarize)
-    assert up["trait_gain"] == 40.0 and up["placement"] == "system prompt" and up["instruction"] == "Be formal."
-    assert up["responses"] == responses and up["coherence"] == {"mean": 90.0}
-    down = prompting_summary("Be casual.", False, responses, {"trait": {"mean": 30.0}}, -1.0, summarize)
-    assert down["trait_gain"] == -40.0 and down["placement"] == "prepended to the user turn"
-    unscored = prompting_summary("x", True, responses, {"trait": {"mean": None}}, 1.0, summarize)
-    assert unscored["trait_gain"] is None
+def _answer(qi: int, trait: float | None, coherence: float, logprob: float = -1.0, repetition: float = 0.1) -> dict:
+    return {"question": f"q{qi}", "question_index": qi, "sample": 0, "layer": None, "coefficient": 0.0,
+            "text": "a", "trait": _score("trait", trait), "coherence": _score("coherence", coherence),
+            "fluency": {"mean_logprob": logprob, "perplexity": None, "repetition": repetition}}  # fmt: skip
+
+
+def test_the_prompted_summary_is_paired_by_question_sign_adjusted_and_guarded() -> None:
+    from traitvec.stages.fluency_guard import fluency_limits, fluency_summary
+    from traitvec.stages.steer_summary import prompted_summary
+
+    baseline = [_answer(0, 20.0, 90.0), _answer(1, 40.0, 90.0), _answer(2, 30.0, 90.0)]
+    prompted = [_answer(0, 80.0, 85.0), _answer(1, 60.0, 85.0), _answer(2, None, 85.0)]  # q2 unscored: not paired
+    up = prompted_summary(prompted, baseline, 1.0, 70.0)
+    assert up["trait_gain"] == pytest.approx(40.0) and up["n_questions_paired"] == 2  # (60 + 20) / 2
+    assert up["trait"]["mean"] == pytest.approx(70.0) and up["verdict"] == "coherent" and up["coherent"]
+    assert up["fluency"]["mean_logprob"]["mean"] == pytest.approx(-1.0)
+    down = prompted_summary(prompted, baseline, -1.0, 70.0)
+    assert down["trait_gain"] == pytest.approx(-40.0)  # a negative trait: moving it up is a loss
+    limits = fluency_limits(fluency_summary(baseline), margin=0.5, ceiling=0.5)
+    salad = [_answer(q, 90.0, 95.0, logprob=-6.0) for q in range(3)]
+    assert prompted_summary(salad, baseline, 1.0, 70.0, fluency=limits)["verdict"] == "not fluent"
+    assert prompted_summary(prompted, baseline, 1.0, 88.0)["verdict"] == "below floor"
+
+
+def test_prompting_summary_and_record() -> None:
+    record = {"instruction": "Be formal.", "system": True, "responses": [{"text": "Good day."}]}
+    entry = prompting_summary(record, {"trait": {"mean": 71.5}, "trait_gain": 40.0})
+    assert entry == {
+        "instruction": "Be formal.",
+        "placement": "system prompt",
+        "trait": {"mean": 71.5},
+        "trait_gain": 40.0,
+        "responses": [{"text": "Good day."}],
+    }
+    assert prompting_summary({**record, "system": False}, {})["placement"] == "prepended to the user turn"
+    ok = {"instruction": "x", "system": True, "responses": [{"trait": {}, "coherence": {}}]}
+    assert prompting_record({"prompting": ok}) == ok
+    assert prompting_record(None) is None and prompting_record({}) is None
+    assert prompting_record({"prompting": {**ok, "responses": []}}) is None
+    assert prompting_record({"prompting": {**ok, "responses": [{"trait": {}}]}}) is None  # no coherence: redone
 
 
 def _results(steered_gain, prompted_gain):

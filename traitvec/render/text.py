@@ -10,7 +10,15 @@ from typing import Any
 
 from ..evaluation import Evaluation
 
-__all__ = ["format_table", "fmt", "extraction_table", "held_out_cell", "steering_table", "format_vetting"]
+__all__ = [
+    "format_table",
+    "fmt",
+    "extraction_table",
+    "held_out_cell",
+    "steering_table",
+    "rescore_table",
+    "format_vetting",
+]
 
 EXTRACTION_HEADER = ["trait", "position", "method", "best layer", "AUROC", "Cohen's d", "accuracy"]
 STEERING_HEADER = [
@@ -137,6 +145,41 @@ def _prompting_note(trait: str, steered: float | None, prompted: float | None, l
         "no coherent run" if steered is None else f"{steered:+.1f} steered" + (f" ({label})" if label else "")
     )
     return f"{trait}: prompting beats steering (trait gain {prompted:+.1f} prompted vs {steered_text})"
+
+
+def rescore_table(comparison: Mapping[str, Any]) -> str:
+    """The old and new judge's means per run, their differences, and the two judges' correlations.
+
+    Args:
+        comparison: :func:`traitvec.stages.rescore.compare_judges`'s result.
+    """
+    rows = [
+        [
+            r["run"],
+            fmt(r["trait"]["old"]),
+            fmt(r["trait"]["new"]),
+            _signed(r["trait"]["difference"]),
+            fmt(r["coherence"]["old"]),
+            fmt(r["coherence"]["new"]),
+            _signed(r["coherence"]["difference"]),
+        ]
+        for r in comparison["runs"]
+    ]
+    header = ["run", "trait old", "trait new", "diff", "coherence old", "coherence new", "diff"]
+    lines = [format_table(rows, header), ""]
+    for kind in ("trait", "coherence"):
+        mean = comparison["mean_difference"][kind]
+        runs, responses = comparison["correlation"]["runs"], comparison["correlation"]["responses"]
+        lines.append(
+            f"{kind}: mean difference (new - old) {_signed(mean['mean'])} over {mean['n']} runs; correlation "
+            f"across runs {fmt(runs[kind], 2)} (n={runs['n_' + kind]}), across responses "
+            f"{fmt(responses[kind], 2)} (n={responses['n_' + kind]})"
+        )
+    return "\n".join(lines)
+
+
+def _signed(value: float | None) -> str:
+    return "-" if value is None else f"{value:+.1f}"
 
 
 def format_vetting(report: Mapping[str, Any], *, max_failing: int = 40) -> str:

@@ -18,25 +18,28 @@ one (Gemma 2); before ``Question:`` in the plain frame of a model without a chat
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+import logging
+from collections.abc import Mapping
 from typing import Any
 
 import jinja2
 
+from ..generation import fit_context
 from ..models import LoadedModel
 from ..prompting import encode_chat
 from ..traits import Trait
+from .rounds import RoundRunner
 
 __all__ = [
     "instructed_prompt",
     "has_system_role",
     "prompting_instruction",
+    "prompting_record",
     "prompting_summary",
-    "INSTRUCTION_VERSION",
+    "run_prompting",
 ]
 
-INSTRUCTION_VERSION = 1
-"""Bumped whenever :func:`prompting_instruction` changes its wording (part of the staleness key)."""
+logger = logging.getLogger(__name__)
 
 _SYSTEM_MARK = "\ue000traitvec-system\ue000"
 
@@ -90,33 +93,62 @@ def instructed_prompt(loaded: LoadedModel, question: str, instruction: str, *, s
     return encode_chat(loaded, f"{instruction}\n\n{question}")
 
 
-def prompting_summary(
-    instruction: str,
-    system: bool,
-    responses: Sequence[Mapping[str, Any]],
-    baseline: Mapping[str, Any],
-    sign: float,
-    summarize_responses: Callable[[Sequence[Mapping[str, Any]]], dict[str, Any]],
-) -> dict[str, Any]:
+def run_prompting(trait: Trait, runner: RoundRunner) -> dict[str, Any]:
+    """Answer every question unsteered under :func:`prompting_instruction`, judged and read back as
+    every round is: ``{"instruction", "system", "responses"}`` (checkpointed in ``progress.json``).
+
+    A prompt longer than the context minus the answer length is cut to its end, with a warning.
+    """
+    loaded = runner.loaded
+    instruction = prompting_instruction(trait)
+    system = has_system_role(loaded)
+    prompts, cut = [], []
+    for index, question in enumerate(runner.questions):
+        ids, dropped = fit_context(
+            loaded, instructed_prompt(loaded, question, instruction, system=system), runner.max_new_tokens
+        )
+        prompts.append(ids)
+        if dropped:
+            cut.append(f"{index} ({dropped} tokens)")
+    if cut:
+        logger.warning(
+            "%s: %d instructed prompt(s) of the prompting baseline are longer than the context minus the answer "
+            "length; kept the end of each (question index, tokens cut: %s)",
+            trait.name,
+            len(cut),
+            ", ".join(cut[:10]) + (" …" if len(cut) > 10 else ""),
+        )
+    return {"instruction": instruction, "system": system, "responses": runner.prompting(prompts)}
+
+
+def prompting_record(progress: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """The prompting baseline checkpointed in a current ``progress.json``; ``None`` when there is
+    none or it is malformed (it is then redone)."""
+    record = (progress or {}).get("prompting")
+    if not isinstance(record, dict) or not isinstance(record.get("instruction"), str):
+        return None
+    responses = record.get("responses")
+    if not isinstance(responses, list) or not responses or not all(isinstance(r, dict) for r in responses):
+        return None
+    if not all(isinstance(r.get(k), dict) for r in responses for k in ("trait", "coherence")):
+        return None
+    return record
+
+
+def prompting_summary(record: Mapping[str, Any], summary: Mapping[str, Any]) -> dict[str, Any]:
     """The ``prompting_baseline`` entry of ``results.json``.
 
     Args:
-        instruction: the instruction given.
-        system: whether it went in as the system prompt (else prepended to the user turn).
-        responses: the prompted answers, recorded like every steered one.
-        baseline: the unsteered baseline's summary (its ``trait`` mean is the reference).
-        sign: +1 or −1 (the trait's direction); ``trait_gain`` is sign-adjusted like steering's.
-        summarize_responses: the summary every run gets (trait, coherence, fluency, ...).
+        record: :func:`run_prompting`'s record (instruction, placement, responses).
+        summary: the prompted answers' summary (trait, coherence, fluency, sign-adjusted
+            ``trait_gain`` over the unsteered baseline, verdict), computed as every run's is.
 
     Returns:
-        ``{"instruction", "placement", "responses", <the run summary>, "trait_gain"}``.
+        ``{"instruction", "placement", <the summary>, "responses"}``.
     """
-    summary = summarize_responses(responses)
-    prompted, base = summary["trait"]["mean"], baseline["trait"]["mean"]
     return {
-        "instruction": instruction,
-        "placement": "system prompt" if system else "prepended to the user turn",
+        "instruction": record["instruction"],
+        "placement": "system prompt" if record["system"] else "prepended to the user turn",
         **summary,
-        "trait_gain": None if prompted is None or base is None else sign * (prompted - base),
-        "responses": [dict(r) for r in responses],
+        "responses": [dict(r) for r in record["responses"]],
     }
