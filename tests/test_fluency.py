@@ -172,3 +172,51 @@ def test_fluency_guard_limits_and_failures() -> None:
     assert off.failure(fluency_summary(_responses((-9.0, 1.0)))) is None
     assert limits.failure(fluency_summary([])) is None  # nothing read: the judge's checks still apply
     assert limits.to_dict()["baseline_repetition"] == pytest.approx(0.38)
+
+
+def _judged(qi: int, layer: int | None, coefficient: float, coherence: float, repetition: float) -> dict:
+    def score(kind: str, value: float) -> dict:
+        return {"score": value, "status": "ok", "mode": "logprobs", "kind": kind, "reason": None, "mass": 0.9,
+                "prompt_hash": "h", "judge": "blind", "cached": False}  # fmt: skip
+
+    return {"question": f"q{qi}", "question_index": qi, "sample": 0, "layer": layer, "coefficient": coefficient,
+            "text": "x", "trait": score("trait", 50.0 + 10 * abs(coefficient)),
+            "coherence": score("coherence", coherence),
+            "fluency": {"mean_logprob": -1.0, "perplexity": math.e, "repetition": repetition},
+            "projection": None, "projections": None}  # fmt: skip
+
+
+def test_the_search_calls_a_degenerate_run_incoherent_even_when_the_judge_is_blind() -> None:
+    """A blind judge rates every run 90; from coefficient 2 up the answers loop (repetition 0.9)."""
+    from traitvec.stages.fluency_guard import fluency_limits, fluency_summary
+    from traitvec.stages.search import search
+    from traitvec.stages.steer_summary import best_run, run_summaries
+
+    def run_round(configs, number):
+        responses = [
+            _judged(qi, layer, c, 90.0, 0.9 if abs(c) >= 2 else 0.1) for layer, c in configs for qi in range(4)
+        ]
+        return {"round": number, "configs": [list(c) for c in configs], "responses": responses}
+
+    def searched(fluency):
+        rounds = [
+            {"round": 0, "configs": [[3, 0.0]], "responses": [_judged(q, None, 0.0, 90.0, 0.1) for q in range(4)]}
+        ]
+        search(rounds, [3], start=0.5, sign=1.0, floor=70.0, steps=5, run_round=run_round,
+               checkpoint=lambda done: None, fluency=fluency)  # fmt: skip
+        return rounds
+
+    blind = searched(None)
+    assert [r["configs"][0][1] for r in blind[1:]] == [0.5, 1.0, 2.0, 4.0, 8.0]  # doubles into the loops
+    baseline = blind[0]["responses"]
+    limits = fluency_limits(fluency_summary(baseline), margin=1.5, ceiling=0.5)
+    guarded = searched(limits)
+    coefficients = [r["configs"][0][1] for r in guarded[1:]]
+    assert coefficients[:3] == [0.5, 1.0, 2.0] and coefficients[3] == pytest.approx(math.sqrt(2))  # bisects back
+    runs = run_summaries(guarded, lambda layer: 1.0, 1.0, 70.0, fluency=limits)
+    verdicts = {r["coefficient"]: r["verdict"] for r in runs}
+    assert verdicts[2.0] == "not fluent" and verdicts[1.0] == "coherent"
+    assert runs[2]["fluency"]["repetition"]["mean"] == pytest.approx(0.9)
+    best = best_run(runs)
+    assert best is not None and abs(best["coefficient"]) < 2  # never a looping run, whatever its trait score
+    assert best_run(run_summaries(blind, lambda layer: 1.0, 1.0, 70.0))["coefficient"] == 8.0  # unguarded: the loop

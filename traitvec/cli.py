@@ -256,6 +256,20 @@ def _results_args(p: argparse.ArgumentParser) -> None:
     _experiments_root(p)
 
 
+@_command(
+    "rescore",
+    "re-judge the saved answers of finished steering evaluations with another judge (no model is loaded)",
+    "traitvec.commands.rescore:cmd_rescore",
+)
+def _rescore_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--experiment", required=True, metavar="S", help="experiment whose steering results to re-judge")
+    p.add_argument("--traits", nargs="+", required=True, metavar="cat/trait", help="traits to re-judge")
+    _traits_root(p)
+    _experiments_root(p)
+    p.add_argument("--run", metavar="KEY", help="re-judge this run (steering/cat/trait/runs/KEY; default: the latest)")
+    judge_options(p)
+
+
 def run_subcommand(name: str, argv: Sequence[str], prog: str) -> int:
     """Run one subcommand under another program name (the ``extraction/*.py`` scripts)."""
     help_, add_arguments, _ = _COMMANDS[name]
