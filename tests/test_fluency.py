@@ -220,3 +220,42 @@ def test_the_search_calls_a_degenerate_run_incoherent_even_when_the_judge_is_bli
     best = best_run(runs)
     assert best is not None and abs(best["coefficient"]) < 2  # never a looping run, whatever its trait score
     assert best_run(run_summaries(blind, lambda layer: 1.0, 1.0, 70.0))["coefficient"] == 8.0  # unguarded: the loop
+
+
+def test_fluency_settings_are_validated_and_reach_the_command_line(
+    tmp_path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from traitvec import ConfigError, SteeringSettings
+    from traitvec.cli import build_parser, main
+    from traitvec.commands.settings import steering_settings
+
+    assert SteeringSettings().fluency_margin == 1.5 and SteeringSettings().repetition_ceiling == 0.5
+    assert SteeringSettings(fluency_margin=None, repetition_ceiling=None).prompting_baseline is True
+    for kwargs, setting in (
+        ({"fluency_margin": -0.5}, "SteeringSettings.fluency_margin"),
+        ({"repetition_ceiling": 0.0}, "SteeringSettings.repetition_ceiling"),
+        ({"repetition_ceiling": 1.5}, "SteeringSettings.repetition_ceiling"),
+    ):
+        with pytest.raises(ConfigError) as info:
+            SteeringSettings(**kwargs)
+        assert info.value.setting == setting and str(info.value).startswith(f"{setting} = ")
+    base = ["run", "--experiment", "e", "--traits", "a/b"]
+    args = build_parser().parse_args([*base, "--fluency-margin", "off", "--repetition-ceiling", "0.7",
+                                      "--no-prompting-baseline"])  # fmt: skip
+    settings = steering_settings(args)
+    assert (settings.fluency_margin, settings.repetition_ceiling, settings.prompting_baseline) == (None, 0.7, False)
+    defaults = steering_settings(build_parser().parse_args(base))
+    assert (defaults.fluency_margin, defaults.repetition_ceiling, defaults.prompting_baseline) == (1.5, 0.5, True)
+    (tmp_path / "e").mkdir()
+    (tmp_path / "e" / "config.toml").write_text('model = "gemma-3-270m"\n')
+    trait = tmp_path / "traits" / "a" / "b"
+    trait.mkdir(parents=True)
+    (trait / "positive.txt").write_text("I love it\n")
+    (trait / "negative.txt").write_text("I hate it\n")
+    where = ["--experiments-root", str(tmp_path), "--traits-root", str(tmp_path / "traits")]
+    assert main([*base, *where, "--repetition-ceiling", "2"]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "--repetition-ceiling 2.0: use a fraction above 0 and at most 1" in line and "Settings." not in line
+    with pytest.raises(SystemExit) as exit_info:
+        main([*base, *where, "--fluency-margin", "lots"])
+    assert exit_info.value.code == 2 and "'lots' is neither a number nor 'off'" in capsys.readouterr().err
