@@ -406,6 +406,7 @@ def steer(
     traits: tuple[str, ...] = ("test/optimism",),
     *,
     own: bool = False,
+    batch_traits: bool = True,
     **settings: Any,
 ) -> list[tv.TraitRun]:
     """Extract on ``tiny`` and steer ``steer_experiment`` (with ``own``: extract on it and steer it, one experiment)."""
@@ -419,6 +420,7 @@ def steer(
         judge=lambda: judge,
         traits_root=root / "traits",
         experiments_root=root / "experiments",
+        batch_traits=batch_traits,
     )
 
 
@@ -495,7 +497,8 @@ def test_a_resumed_run_never_mixes_two_models_answers(world: Path, caplog) -> No
         before = server.request_count
         with caplog.at_level(logging.INFO, logger="traitvec"):
             (run,) = steer(world, name, judge_for(server))
-        assert server.request_count - before == 3 * 3 * 2  # every round of model B generated and judged anew
+        # every round of model B (baseline, two search rounds, the prompting baseline) generated and judged anew
+        assert server.request_count - before == (3 + 1) * 3 * 2
     assert "resuming" not in caplog.text
     assert run.steering["steer_model"]["name"] == str(world / "model-b")
     assert len(list(steering_dir(world, name).glob("runs/*"))) == 2  # A's unfinished run is kept apart
@@ -506,18 +509,42 @@ def test_two_traits_resume_in_the_second_and_are_current_alone_or_in_another_ord
     traits = ("test/optimism", "test/hope")
     with JudgeServer(KeywordResponder()) as server:
         with pytest.raises(KeyboardInterrupt):
-            steer(world, name, Interrupting(judge_for(server), after=3 + 2), traits=traits)  # 1st done, 2nd: 2 rounds
+            # the 1st trait done (3 rounds and the prompting baseline), the 2nd: 2 rounds
+            # one trait after another (batched, both would be half done): the counts below assume it
+            steer(world, name, Interrupting(judge_for(server), after=3 + 1 + 2), traits=traits, batch_traits=False)
         assert (steering_dir(world, name, "test/optimism") / "results.json").is_file()
         before = server.request_count
         with caplog.at_level(logging.INFO, logger="traitvec"):
             both = steer(world, name, judge_for(server), traits=traits)
         assert "test/hope: resuming after 1 finished rounds" in caplog.text
-        assert server.request_count - before == 3 * 2  # only the second trait's last round
+        assert server.request_count - before == 2 * 3 * 2  # only the second trait's last round and prompting
         before = server.request_count
         (alone,) = steer(world, name, judge_for(server), traits=("test/hope",))
         reversed_ = steer(world, name, judge_for(server), traits=tuple(reversed(traits)))
         assert server.request_count == before  # current alone, and in the other order
     assert alone.steering == both[1].steering == reversed_[0].steering
+
+
+def test_an_interrupt_stops_every_batched_trait_and_a_rerun_resumes_each(world: Path, caplog) -> None:
+    import threading
+
+    name = experiment(world, "steer-batched")
+    traits = ("test/optimism", "test/hope")
+    threads = threading.active_count()
+    with JudgeServer(KeywordResponder()) as server:
+        with pytest.raises(KeyboardInterrupt):
+            # batched: both baselines (trait calls 1, 2), then the first search round of each (3, then 4 raises)
+            steer(world, name, Interrupting(judge_for(server), after=3), traits=traits)
+        assert threading.active_count() == threads + 1  # only the judge server's: no trait left waiting
+        assert not any((steering_dir(world, name, t) / "results.json").exists() for t in traits)
+        with caplog.at_level(logging.INFO, logger="traitvec"):
+            both = steer(world, name, judge_for(server), traits=traits)
+        assert "test/optimism: resuming after 1 finished rounds" in caplog.text  # its round 1 was checkpointed
+        assert "baseline on" not in caplog.text  # both baselines were checkpointed, neither is generated again
+        before = server.request_count
+        alone = [steer(world, name, judge_for(server), traits=(t,))[0] for t in traits]
+        assert server.request_count == before  # each is current alone
+    assert [run.steering for run in alone] == [run.steering for run in both]
 
 
 def test_failed_judge_items_make_a_run_not_current_and_only_they_are_asked_again(world: Path) -> None:
@@ -581,11 +608,12 @@ def test_a_dead_judge_exits_nonzero_with_one_line_and_shows_unscored(world: Path
     err = capsys.readouterr().err
     assert status == 1
     lines = [line for line in err.splitlines() if "the judge failed" in line]
-    assert len(lines) == 1 and lines[0].startswith("traitvec: error: the judge failed on 12 of 12 steering items")
+    # baseline, one search round and the prompting baseline: 3 questions × 2 judged kinds each
+    assert len(lines) == 1 and lines[0].startswith("traitvec: error: the judge failed on 18 of 18 steering items")
     assert "HTTP 422" in lines[0] and KEY not in err
     folder = steering_dir(world, name)
     markdown = (folder / "results.md").read_text()
-    assert "**The judge failed** on 12 of 12 items" in markdown and "lower the coherence floor" not in markdown
+    assert "**The judge failed** on 18 of 18 items" in markdown and "lower the coherence floor" not in markdown
     results = json.loads((folder / "results.json").read_text())
     assert {r["verdict"] for r in results["runs"]} == {"unscored"} and results["best"] is None
     _, cells = heatmap_cells(results, results["layers"])

@@ -45,6 +45,7 @@ def _run(args: argparse.Namespace, *, steering: bool, vetting: bool) -> list[Tra
         vetted_only=args.vetted_only,
         force=args.force,
         show_progress=sys.stderr.isatty(),
+        batch_traits=not getattr(args, "no_batch_traits", False),
     )
 
 

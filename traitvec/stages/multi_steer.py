@@ -107,6 +107,7 @@ class _Scheduler:
         self.judge = judge
         self._yielded = threading.Semaphore(0)
         self._turn_start: dict[str, Any] = {}
+        self._cancelled: BaseException | None = None
 
     def generate_for(self, index: int) -> GenerateFn:
         lane = self.lanes[index]
@@ -129,6 +130,8 @@ class _Scheduler:
         def body() -> None:
             lane.resume.acquire()
             try:
+                if self._cancelled is not None:
+                    raise self._cancelled
                 lane.value = work()
             except BaseException as err:  # re-raised by run_steering_evals, in trait order
                 lane.error = err
@@ -154,13 +157,31 @@ class _Scheduler:
         return _added(lane.usage, self._turn_start, self.judge.usage()) if self._turn_start else dict(lane.usage)
 
     def run(self) -> None:
+        """Turns until every lane is done. An interrupt (``KeyboardInterrupt`` here or inside a lane)
+        stops every lane: each waiting one gets the interrupt raised in its own thread."""
         active = list(range(len(self.lanes)))
-        while active:
-            for index in active:
-                self.turn(index)
-            active = [i for i in active if not self.lanes[i].done]
-            waiting = [self.lanes[i].request for i in active]
-            share_generate([r for r in waiting if r is not None])
+        try:
+            while active:
+                for index in active:
+                    self.turn(index)
+                    error = self.lanes[index].error
+                    if error is not None and not isinstance(error, Exception):
+                        raise error
+                active = [i for i in active if not self.lanes[i].done]
+                waiting = [self.lanes[i].request for i in active]
+                share_generate([r for r in waiting if r is not None])
+        except BaseException as err:
+            self.cancel(err)
+            raise
+
+    def cancel(self, err: BaseException) -> None:
+        """Let every unfinished lane end by raising ``err`` (those not started never start)."""
+        self._cancelled = err
+        for lane in self.lanes:
+            if not lane.done:
+                if lane.request is not None:
+                    lane.request.error = err
+                lane.resume.release()
 
 
 def _added(total: Mapping[str, Any], before: Mapping[str, Any], after: Mapping[str, Any]) -> dict[str, Any]:
@@ -232,9 +253,11 @@ def run_steering_evals(
         )
 
     threads = [scheduler.start(index, work(index)) for index in range(len(items))]
-    scheduler.run()
-    for thread in threads:
-        thread.join()
+    try:
+        scheduler.run()
+    finally:
+        for thread in threads:
+            thread.join(timeout=60)
     for lane in scheduler.lanes:
         if lane.error is not None:
             raise lane.error
