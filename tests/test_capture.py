@@ -16,7 +16,7 @@ from traitvec.capture import Activations, capture, capture_sequences, length_bat
 from traitvec.evaluation import auroc, cohens_d, evaluate, split_pairs
 from traitvec.hooks import HookSet
 from traitvec.methods import PCA, MeanDiff, Probe, get_method
-from traitvec.stages.extract import ExtractionSettings, extract_trait
+from traitvec.stages.extract import ExtractionSettings, extract_trait, loaded_model_key
 from traitvec.traits import Prompt, Trait
 from traitvec.vectors import TraitVector
 
@@ -169,7 +169,11 @@ def test_chat_traits_go_through_the_chat_template() -> None:
         add_generation_prompt=True,
     )
     ids = loaded.tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"]
-    expected = torch.stack([h[-1] for h in block_outputs(loaded, ids)])
+    # the generation prompt ends with the special <|assistant|> marker: last-token is the last real token before it
+    special = set(loaded.tokenizer.all_special_ids)
+    last = max(i for i, t in enumerate(ids[0].tolist()) if t not in special)
+    assert last < ids.shape[1] - 1
+    expected = torch.stack([h[last] for h in block_outputs(loaded, ids)])
     torch.testing.assert_close(acts.positive[0], expected, atol=1e-5, rtol=1e-4)
 
 
@@ -297,10 +301,16 @@ def test_metric_arithmetic() -> None:
 
 
 def test_split_keeps_pairs_and_is_seeded() -> None:
-    train, test = split_pairs(40, 0.25, seed=3)
-    assert len(test) == 10 and len(train) == 30 and not set(train) & set(test)
-    assert np.array_equal(split_pairs(40, 0.25, seed=3)[1], test)
-    assert not np.array_equal(split_pairs(40, 0.25, seed=4)[1], test)
+    train, val, test = split_pairs(40, 0.25, 0.25, seed=3)
+    assert (len(train), len(val), len(test)) == (20, 10, 10)
+    assert sorted([*train, *val, *test]) == list(range(40))
+    assert np.array_equal(split_pairs(40, 0.25, 0.25, seed=3)[2], test)
+    assert not np.array_equal(split_pairs(40, 0.25, 0.25, seed=4)[2], test)
+    assert [len(part) for part in split_pairs(4)] == [2, 1, 1]
+    with pytest.raises(ConfigError, match="too few"):
+        split_pairs(3)
+    with pytest.raises(ConfigError, match=r"ExtractionSettings.validation_fraction \+ test_fraction = 1"):
+        split_pairs(40, 0.5, 0.5)
 
 
 def test_evaluation_on_planted_data_and_random_data() -> None:
@@ -339,6 +349,8 @@ def test_vector_file_round_trip_and_format_checks(tmp_path: Path) -> None:
         "raw_norms",
         "activation_norms",
         "spreads",
+        "position_spreads",
+        "spread_unit",
         "traitvec_version",
         "created",
     ):
@@ -404,7 +416,7 @@ def test_extraction_skips_done_work_and_recomputes_changes(tmp_path: Path) -> No
         tmp_path / "exp",
         lambda: calls.append(1) or loaded,
         settings=settings,
-        model_fingerprint=loaded.fingerprint,
+        model_key=loaded_model_key(loaded),
     )
     assert second.recomputed == () and calls == []
     (root / "test/pairs/positive.txt").write_text("\n".join(TEXTS_POS[::-1]) + "\n")

@@ -57,7 +57,7 @@ def _extraction_rows(runs: list[TraitRun]) -> list[tuple[str, dict[str, Evaluati
 def cmd_run(args: argparse.Namespace) -> int:
     """``traitvec run`` / ``extraction/run_pipeline.py``: every stage, then the extraction and steering tables."""
     runs = _run(args, steering=not args.no_steering, vetting=args.vet)
-    print("\nExtraction (held-out, recommended layer per method):")
+    print("\nExtraction (layer chosen on validation pairs; metrics on test pairs):")
     print(extraction_table(_extraction_rows(runs)))
     if not args.no_steering:
         print("\nSteering (best coefficient under the coherence floor; projection gain in spread units):")
