@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -282,6 +283,8 @@ def test_norms_and_spread_are_recorded() -> None:
     assert vector.activation_norms[0] == pytest.approx(float(both.norm(dim=1).mean()), rel=1e-4)
     assert vector.spreads[0] == pytest.approx(float((both - both.mean(0)).norm(dim=1).mean()), rel=1e-4)
     assert vector.spreads[0] < vector.activation_norms[0] / 5  # the shared component is not spread
+    # hand-built activations carry no per-token spread: the unit falls back to the position spread, and says so
+    assert vector.spread_unit == "position" and vector.position_spreads == vector.spreads
 
 
 def test_unknown_method() -> None:
@@ -364,6 +367,59 @@ def test_vector_file_round_trip_and_format_checks(tmp_path: Path) -> None:
         TraitVector.load(path)
     with pytest.raises(VectorError, match="does not exist"):
         TraitVector.load(tmp_path / "nothing.safetensors")
+
+
+def _vector(direction: torch.Tensor, **overrides) -> TraitVector:
+    fields = dict(
+        directions={1: direction},
+        method="mean-diff",
+        position="prefill-mean",
+        model={},
+        trait="test/pairs",
+        trait_hash="h",
+        n_pairs=2,
+        raw_norms={1: 3.0},
+        activation_norms={1: 1.0},
+        spreads={1: 1.0},
+    )
+    return TraitVector(**{**fields, **overrides})
+
+
+def test_a_vector_built_in_code_is_normalised_so_ablation_removes_its_projection() -> None:
+    from traitvec.steering import steer
+
+    loaded = make_model("llama")
+    unit = torch.nn.functional.normalize(torch.randn(32, generator=torch.Generator().manual_seed(1)), dim=0)
+    vector = _vector(3.0 * unit)
+    torch.testing.assert_close(vector.direction(1), unit)
+    ids = loaded.tokenizer(TEXTS_POS[0], return_tensors="pt")["input_ids"]
+    before = block_outputs(loaded, ids)[1] @ unit
+    with steer(loaded, vector, layer=1, mode="ablate"):
+        after = block_outputs(loaded, ids)[1] @ unit
+    assert float(before.abs().max()) > 0.01
+    assert float(after.abs().max()) < 1e-6  # not -8x the projection (3² - 1), as an unnormalised direction gives
+
+
+@pytest.mark.parametrize("bad", [torch.zeros(32), torch.full((32,), math.nan), torch.full((32,), math.inf)])
+def test_a_zero_or_non_finite_direction_is_refused(bad: torch.Tensor) -> None:
+    with pytest.raises(VectorError, match="the direction at layer 1 has norm .*; a trait direction must be finite"):
+        _vector(bad)
+
+
+def test_format_1_vectors_still_load_with_their_old_unit(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    acts, _ = planted()
+    path = MeanDiff().fit(acts).save(tmp_path)
+    meta = json.loads(path.with_suffix(".json").read_text())
+    meta["format"] = "traitvec.vector/1"
+    for key in ("position_spreads", "spread_unit"):
+        meta.pop(key)
+    meta["spreads"] = {"0": 7.5}
+    path.with_suffix(".json").write_text(json.dumps(meta))
+    with caplog.at_level("WARNING", logger="traitvec"):
+        old = TraitVector.load(path)
+    assert old.spread(0) == 7.5 and old.position_spreads == {0: 7.5} and old.spread_unit == "position"
+    assert any("format 1 vector" in r.getMessage() and str(path) in r.getMessage() for r in caplog.records)
+    assert json.loads(old.save(tmp_path / "new").with_suffix(".json").read_text())["format"] == "traitvec.vector/2"
 
 
 def test_vector_refuses_a_model_of_another_width() -> None:

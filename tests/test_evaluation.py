@@ -150,3 +150,33 @@ def test_the_probe_fits_a_capped_subsample() -> None:
     with pytest.raises(ValueError, match="max_pairs = 1"):
         Probe(max_pairs=1)
     assert get_method("probe").direction_of(acts, 0, rows=[0, 1, 2])[0].shape == (16,)
+
+
+def test_the_evaluation_plot_reads_without_covering_data(tmp_path) -> None:
+    from matplotlib.patches import Polygon, Rectangle
+
+    from traitvec.render.plots import RECOMMENDED_MARKERS, evaluation_figure, plot_evaluation
+
+    acts = noise(40, 8, 8, 4)
+    vectors = {"mean-diff": MeanDiff().fit(acts), "pca": PCA().fit(acts)}
+    ev = evaluate(acts, vectors)
+    fig = evaluation_figure([ev])
+    axes = fig.axes
+    for ax in axes:
+        assert ax.get_ylabel() and ax.get_xlabel() == "layer"
+        ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
+        assert ticks and all(float(t).is_integer() for t in ticks)  # layers 0, 1, 2, ... never 2.5
+        spans = [(p.get_x(), p.get_x() + p.get_width()) for p in ax.patches if isinstance(p, Rectangle)]
+        spans += [(min(p.get_xy()[:, 0]), max(p.get_xy()[:, 0])) for p in ax.patches if isinstance(p, Polygon)]
+        band = [layer for layer in range(8) if in_depth_band(layer, 8)]
+        assert (band[0] - 0.5, band[-1] + 0.5) in spans  # the 20-80% depth band, shaded
+    (legend,) = fig.legends
+    fig.canvas.draw()
+    top_of_legend = legend.get_window_extent().transformed(fig.transFigure.inverted()).y1
+    assert all(top_of_legend < ax.get_position().y0 for ax in axes)  # below the panels, off the data
+    labels = [t.get_text() for t in legend.get_texts()]
+    assert "recommended: mean-diff" in labels and "recommended: pca" in labels
+    markers = {c.get_paths()[0].vertices.shape for c in axes[1].collections}  # the two markers differ in shape
+    assert len(markers) == 2 and RECOMMENDED_MARKERS["mean-diff"] != RECOMMENDED_MARKERS["pca"]
+    assert sorted(float(c.get_offsets()[0][0]) for c in axes[1].collections) == sorted(ev.recommended.values())
+    assert plot_evaluation([ev], tmp_path / "evaluation.png").stat().st_size > 10_000

@@ -222,3 +222,27 @@ def test_activation_files_round_trip_in_both_formats(tmp_path: Path) -> None:
     legacy = Activations.load(old)
     torch.testing.assert_close(legacy.negative, acts.negative)
     assert legacy.token_spreads == {}
+
+
+@pytest.mark.slow
+def test_the_per_token_spread_of_gemma_is_larger_than_the_prefill_mean_spread(monkeypatch: pytest.MonkeyPatch) -> None:
+    """REFERENCE §7: on Gemma 3 270M (30 formality pairs) the prefill-mean spread is 2-5x smaller than the
+    per-token spread (layer 3: 138 vs 719; layer 6: 283 vs 1093); last-token's is close to per-token."""
+    from conftest import ROOT
+
+    from traitvec import load_model
+    from traitvec.methods import MeanDiff
+
+    gemma = load_model("gemma-3-270m")
+    trait = load_trait("styles/formality", ROOT / "datasets/traits").select(range(30))
+    acts = capture(gemma, trait, positions=["prefill-mean", "last-token"], layers=[3, 6])
+    prefill, last = MeanDiff().fit(acts["prefill-mean"]), MeanDiff().fit(acts["last-token"])
+    monkeypatch.setattr(capture_module, "SPREAD_SAMPLE", 10**9)  # every token: the exact value
+    exact = capture(gemma, trait, positions=["last-token"], layers=[3, 6])["last-token"].token_spreads
+    for layer, (old, new) in {3: (138, 719), 6: (283, 1093)}.items():
+        assert prefill.spread(layer) == last.spread(layer)  # one unit for every position
+        assert prefill.spread(layer) == pytest.approx(exact[layer], rel=0.02)  # the 512-token sample's error
+        assert exact[layer] == pytest.approx(new, rel=0.01)
+        assert prefill.position_spreads[layer] == pytest.approx(old, rel=0.01)
+        assert 2 < prefill.spread(layer) / prefill.position_spreads[layer] < 6
+        assert 0.75 < last.position_spreads[layer] / last.spread(layer) < 1.05

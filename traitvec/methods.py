@@ -147,7 +147,7 @@ class _Base(abc.ABC):
         }
         per_token = len(token) == len(chosen)
         if not per_token:
-            logger.info(
+            logger.debug(
                 "%s %s: the activations record no per-token spread; the vector's steering unit is the spread of "
                 "its %s activations (capture with traitvec.capture for the per-token unit)",
                 activations.trait,
