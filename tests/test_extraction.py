@@ -148,6 +148,19 @@ def test_a_corrupt_file_is_recomputed_with_a_warning_naming_it(
     assert not caplog.records
 
 
+def test_a_corrupt_extraction_record_is_written_again(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    loaded = make_model("gpt2")
+    write_trait(tmp_path / "traits", "test/pairs", MORE_POS, MORE_NEG)
+    trait = load_trait("test/pairs", tmp_path / "traits")
+    first = extract_trait(trait, tmp_path / "exp", loaded, settings=SETTINGS)
+    record = first.folder / "extraction.json"
+    _corrupt_binary(record)
+    with caplog.at_level(logging.WARNING, logger="traitvec"):
+        assert extract_trait(trait, tmp_path / "exp", loaded, settings=SETTINGS).recomputed == ()
+    assert any(str(record) in r.getMessage() for r in caplog.records)
+    assert json.loads(record.read_text())["recomputed"] == []
+
+
 def test_a_current_stage_writes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     loaded = make_model("llama")
     write_trait(tmp_path / "traits", "test/pairs", MORE_POS, MORE_NEG)

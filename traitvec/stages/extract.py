@@ -8,14 +8,11 @@ Outputs (paths from :class:`~traitvec.stages.layout.OutputLayout`) under
     evaluation.json, evaluation.png                 per-layer validation/test metrics, recommended layers
     extraction.json                                 resolved settings, inputs, timings of the last run that computed
 
-Every file records the key of the inputs it was made from: the trait files and pairs, the model
-(:meth:`ModelPool.model_key`: weights fingerprint, dtype, chat template, layers path, …), the
-capture format, layers, position and its settings, method, split; a rerun skips each file whose
-key matches and recomputes the rest, so an interrupted run resumes where it stopped
-(:mod:`traitvec.stages.resume`). A file that cannot be read — corrupt tensors, JSON garbage, or the
-right key over the wrong structure — is recomputed with a warning naming it. A stage that is
-current writes nothing (read-only folders work). The model is only loaded when something must be
-captured. Activations stream to disk as they are captured; every file is written atomically.
+Every file records the key of its inputs (trait files and pairs, :meth:`ModelPool.model_key`,
+capture format, layers, position, method, split): a rerun skips what is current and recomputes
+the rest (:mod:`traitvec.stages.resume`); a corrupt or tampered file is recomputed with a warning
+naming it; a current stage writes nothing; the model loads only when something must be captured;
+activations stream to disk; every file is written atomically.
 """
 
 from __future__ import annotations
@@ -92,20 +89,19 @@ class ExtractionSettings:
                 f"ExtractionSettings.backend = {self.backend!r} is not one of {', '.join(BACKENDS)}",
                 setting="ExtractionSettings.backend",
             )
-        for position in self.positions or ():
-            if position not in POSITIONS:
-                raise ConfigError(
-                    f"ExtractionSettings.positions = {position!r} is not one of {', '.join(POSITIONS)}",
-                    setting="ExtractionSettings.positions",
-                )
-        for method in self.methods:
-            if method not in METHODS:
-                raise ConfigError(
-                    f"ExtractionSettings.methods = {method!r} is not one of {', '.join(METHODS)}",
-                    setting="ExtractionSettings.methods",
-                )
-        for name, chosen in (("positions", self.positions), ("methods", self.methods)):
-            if chosen is not None and not chosen:
+        checks: tuple[tuple[str, tuple[str, ...], Any], ...] = (
+            ("positions", tuple(self.positions or ()), POSITIONS),
+            ("methods", self.methods, METHODS),
+        )
+        for name, values, known in checks:
+            for value in values:
+                if value not in known:
+                    raise ConfigError(
+                        f"ExtractionSettings.{name} = {value!r} is not one of {', '.join(known)}",
+                        setting=f"ExtractionSettings.{name}",
+                    )
+        for name, given in (("positions", self.positions), ("methods", self.methods)):
+            if given is not None and not given:
                 raise ConfigError(
                     f"ExtractionSettings.{name} is empty; choose at least one position and one method",
                     setting=f"ExtractionSettings.{name}",
@@ -212,7 +208,10 @@ def extract_trait(
         p: _vectors(p, activations[p], paths, keys[p], settings, force, vectors, recomputed) for p in positions
     }
     evaluations = _evaluations(trait, paths, keys, activations, fitted, positions, settings, force, recomputed)
-    if recomputed or read_json(paths.extraction_json) is None:
+    record = read_json(paths.extraction_json)
+    if record is None and paths.extraction_json.is_file():
+        logger.warning("%s is not a readable JSON object; writing it again", paths.extraction_json)
+    if recomputed or record is None:
         write_json(
             paths.extraction_json,
             {
@@ -393,7 +392,6 @@ def _evaluations(
                 "positions": {p: {**ev.to_dict(), "inputs_key": eval_keys[p]} for p, ev in evaluations.items()},
             },
         )
-        plot_evaluation(list(evaluations.values()), paths.evaluation_png)
-    elif not paths.evaluation_png.is_file():
+    if document is None or any(r.startswith("evaluation/") for r in recomputed) or not paths.evaluation_png.is_file():
         plot_evaluation(list(evaluations.values()), paths.evaluation_png)
     return evaluations
