@@ -27,7 +27,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from ._io import atomic_path, write_json
+from ._io import atomic_path, read_json_text, write_json
 from .errors import ConfigError, VectorError
 
 __all__ = ["Activations", "ActivationsWriter", "MemoryRows", "RowSink", "map_tensors", "FORMAT", "CHUNK_BYTES"]
@@ -163,7 +163,7 @@ class Activations:
         path = Path(path)
         sidecar = path.with_suffix(".json")
         try:
-            meta = json.loads(sidecar.read_text(encoding="utf-8"))
+            meta = read_json_text(sidecar.read_text(encoding="utf-8"), where=str(sidecar))
         except (OSError, ValueError) as err:
             raise VectorError(
                 f"{sidecar}: cannot read the activations sidecar ({err}); delete it to recompute"

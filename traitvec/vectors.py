@@ -18,7 +18,6 @@ a model of another width. :meth:`TraitVector.to_gguf` writes a llama.cpp control
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from collections.abc import Mapping, Sequence
@@ -29,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from ._io import atomic_path, write_json
+from ._io import JSONError, atomic_path, read_json_text, write_json
 from .errors import ConfigError, VectorError
 
 if TYPE_CHECKING:
@@ -217,8 +216,8 @@ class TraitVector:
             if not p.is_file():
                 raise VectorError(f"{p} does not exist; a vector is a .safetensors file with a .json sidecar")
         try:
-            meta = json.loads(sidecar.read_text(encoding="utf-8"))
-        except (ValueError, UnicodeDecodeError) as err:
+            meta = read_json_text(sidecar.read_text(encoding="utf-8"), where=str(sidecar))
+        except (JSONError, UnicodeDecodeError) as err:
             raise VectorError(f"{sidecar}: not valid JSON ({err}); re-extract the vector") from None
         found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
         if found not in (FORMAT, _FORMAT_1):
