@@ -180,3 +180,20 @@ def test_the_evaluation_plot_reads_without_covering_data(tmp_path) -> None:
     assert len(markers) == 2 and RECOMMENDED_MARKERS["mean-diff"] != RECOMMENDED_MARKERS["pca"]
     assert sorted(float(c.get_offsets()[0][0]) for c in axes[1].collections) == sorted(ev.recommended.values())
     assert plot_evaluation([ev], tmp_path / "evaluation.png").stat().st_size > 10_000
+
+
+def test_the_evaluation_plot_of_a_tiny_trait_keeps_integer_layers_and_says_why_a_panel_is_empty() -> None:
+    from traitvec.render.plots import evaluation_figure
+
+    acts = noise(7, 3, 8, 1)  # 7 pairs: one test pair, so no test Cohen's d at any layer
+    ev = evaluate(acts, {"mean-diff": MeanDiff().fit(acts), "pca": PCA().fit(acts)})
+    assert ev.n_test_pairs == 1 and all(not math.isfinite(m.cohens_d) for m in ev.metrics)
+    fig = evaluation_figure([ev])
+    fig.canvas.draw()
+    for ax in fig.axes:
+        assert ax.get_xlim() == (-0.5, 2.5)  # the captured layers on every panel, the empty one too
+        ticks = [t for t in ax.get_xticks() if -0.5 <= t <= 2.5]
+        assert ticks == [0.0, 1.0, 2.0]
+    assert [t.get_text() for t in fig.axes[1].texts] == ["no finite Cohen's d: 1 test pair(s)"]
+    sizes = sorted(float(c.get_sizes()[0]) for c in fig.axes[0].collections)
+    assert sizes == [110.0, 420.0]  # two methods recommending one layer: nested markers, neither hidden

@@ -66,7 +66,6 @@ def evaluation_figure(evaluations: Sequence[Evaluation]) -> Any:
     """The matplotlib figure :func:`plot_evaluation` writes (for inspection and tests)."""
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
-    from matplotlib.ticker import MaxNLocator
 
     plt = _pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.8))
@@ -81,14 +80,26 @@ def evaluation_figure(evaluations: Sequence[Evaluation]) -> Any:
             axes[1].plot(layers, [_finite(m.cohens_d) for m in rows], marker="o", ms=3, color=color)
             cos = ev.neighbour_cosines.get(method, {})
             axes[2].plot(list(cos), list(cos.values()), marker="o", ms=3, color=color)
-            best = next(m for m in rows if m.layer == ev.recommended[method])
-            marker = RECOMMENDED_MARKERS.get(method, "P")
-            for ax, value in ((axes[0], best.auroc), (axes[1], _finite(best.cohens_d))):
-                ax.scatter([best.layer], [value], marker=marker, s=150, color=color, edgecolors="k", zorder=5)
-            handles.append(line)
             if method not in methods:
                 methods.append(method)
+            best = next(m for m in rows if m.layer == ev.recommended[method])
+            marker, k = RECOMMENDED_MARKERS.get(method, "P"), methods.index(method)
+            for ax, value in ((axes[0], best.auroc), (axes[1], _finite(best.cohens_d))):
+                # later methods' markers are smaller and on top: markers at one point nest, none hides
+                size = (420, 110, 40)[min(k, 2)]
+                ax.scatter(
+                    [best.layer],
+                    [value],
+                    marker=marker,
+                    s=size,
+                    color=color,
+                    edgecolors="k",
+                    zorder=5 + k,
+                    clip_on=False,
+                )
+            handles.append(line)
     _depth_band(axes, evaluations)
+    _layer_axes(axes, evaluations)
     handles += [
         Line2D(
             [],
@@ -109,9 +120,8 @@ def evaluation_figure(evaluations: Sequence[Evaluation]) -> Any:
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("layer")
         ax.set_ylabel(ylabel)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
-    axes[0].set_ylim(0.4, 1.02)
+    axes[0].set_ylim(0.4, 1.05)
     axes[0].axhline(0.5, color="grey", lw=0.8, ls=":")
     axes[1].axhline(0.0, color="grey", lw=0.8, ls=":")
     name = evaluations[0].trait if evaluations else ""
@@ -123,6 +133,22 @@ def evaluation_figure(evaluations: Sequence[Evaluation]) -> Any:
     rows_of_legend = math.ceil(len(handles) / columns)
     fig.tight_layout(rect=(0, 0.06 + 0.045 * rows_of_legend, 1, 1))
     return fig
+
+
+def _layer_axes(axes: Sequence[Any], evaluations: Sequence[Evaluation]) -> None:
+    """One x range for every panel (the captured layers, ±0.5) with integer ticks; a note on a panel with no data."""
+    from matplotlib.ticker import MaxNLocator
+
+    layers = sorted({layer for ev in evaluations for layer in ev.layers})
+    if not layers:
+        return
+    for ax in axes:
+        ax.set_xlim(layers[0] - 0.5, layers[-1] + 0.5)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+    values = [_finite(m.cohens_d) for ev in evaluations for m in ev.metrics]
+    if not any(math.isfinite(v) for v in values):
+        n_test = min((ev.n_test_pairs for ev in evaluations), default=0)
+        axes[1].text(0.5, 0.6, f"no finite Cohen's d: {n_test} test pair(s)", transform=axes[1].transAxes, ha="center")
 
 
 def _finite(value: float) -> float:
