@@ -77,7 +77,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_run_tables(args: argparse.Namespace, runs: list[TraitRun]) -> int:
-    print("\nExtraction (held-out, recommended layer per method):")
+    print("\nExtraction (layer chosen on validation pairs; metrics on test pairs):")
     print(extraction_table(_extraction_rows(runs)))
     if args.no_steering:
         return 0
