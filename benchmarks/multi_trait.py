@@ -66,11 +66,16 @@ def main() -> None:
     parser.add_argument("--n-layers", type=int, default=2, help="candidate layers (default 2)")
     parser.add_argument("--tokens", type=int, default=24, help="new tokens per answer (default 24)")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
+    parser.add_argument(
+        "--work",
+        type=Path,
+        default=Path(tempfile.gettempdir()) / "traitvec-bench-multi-trait",
+        help="folder of the benchmark's experiment; a rerun reuses its extraction (default: in the temp folder)",
+    )
     args = parser.parse_args()
     print(machine_load("start"))
-    work = Path(tempfile.mkdtemp(prefix="tv-multi-trait-"))
-    config = ExperimentConfig(name="bench", path=work / "bench", model=args.model)
-    config.path.mkdir(parents=True)
+    config = ExperimentConfig(name="bench", path=args.work / args.model, model=args.model)
+    config.path.mkdir(parents=True, exist_ok=True)
     traits = load_traits(TRAITS, ROOT / "datasets" / "traits")
     extraction = ExtractionSettings(methods=("mean-diff",), positions=("prefill-mean",))
     runs = run_pipeline(config, traits, extraction=extraction, steering=None)
