@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from typing import NoReturn
 
 from . import __version__
+from .commands.cluster import executor_options
 from .commands.settings import flag_message
 from .errors import TraitvecError
 
@@ -199,36 +200,6 @@ def add_pipeline_arguments(p: argparse.ArgumentParser) -> None:
     )
     judge_options(p)
     executor_options(p)
-
-
-def executor_options(p: argparse.ArgumentParser) -> None:
-    """``--executor``, ``--ray-address``, ``--gpus-per-task`` (``traitvec run``; see docs/scale.md)."""
-    g = p.add_argument_group("many traits (see docs/scale.md)")
-    g.add_argument(
-        "--no-batch-traits",
-        action="store_true",
-        help="steer one trait after another; by default the steering searches of several traits share one "
-        "generate call per round (the same results, faster)",
-    )
-    g.add_argument(
-        "--executor",
-        choices=("local", "ray"),
-        default="local",
-        help="local: the traits one after another in this process (default); ray: one Ray task per trait",
-    )
-    g.add_argument(
-        "--ray-address",
-        metavar="ADDR",
-        help="Ray cluster to join: auto, HOST:6379 or ray://HOST:10001 (default: $RAY_ADDRESS, a cluster started "
-        "on this machine, else a local instance for this run)",
-    )
-    g.add_argument(
-        "--gpus-per-task",
-        type=float,
-        metavar="N",
-        help="GPUs per trait task (default: 1 when the cluster has GPUs, else 0; a cuda/cpu device in the config "
-        "decides first)",
-    )
 
 
 @_command(

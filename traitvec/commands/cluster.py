@@ -22,9 +22,39 @@ if TYPE_CHECKING:
     from ..judge import JudgeSettings
     from ..stages.pipeline import TraitRun
 
-__all__ = ["uses_executor", "run_on_executor", "failure_line"]
+__all__ = ["executor_options", "uses_executor", "run_on_executor", "failure_line"]
 
 logger = logging.getLogger("traitvec.commands")
+
+
+def executor_options(p: argparse.ArgumentParser) -> None:
+    """``--no-batch-traits``, ``--executor``, ``--ray-address``, ``--gpus-per-task`` of ``traitvec run``."""
+    g = p.add_argument_group("many traits (see docs/scale.md)")
+    g.add_argument(
+        "--no-batch-traits",
+        action="store_true",
+        help="steer one trait after another; by default the steering searches of several traits share one "
+        "generate call per round (the same results, faster)",
+    )
+    g.add_argument(
+        "--executor",
+        choices=("local", "ray"),
+        default="local",
+        help="local: every trait in this process (default); ray: one Ray task per trait, each with its own models",
+    )
+    g.add_argument(
+        "--ray-address",
+        metavar="ADDR",
+        help="Ray cluster to join: auto, HOST:6379 or ray://HOST:10001 (default: $RAY_ADDRESS, a cluster started "
+        "on this machine, else a local instance for this run)",
+    )
+    g.add_argument(
+        "--gpus-per-task",
+        type=float,
+        metavar="N",
+        help="GPUs per trait task (default: 1 when the cluster has GPUs, else 0; a cuda/cpu device in the config "
+        "decides first)",
+    )
 
 
 def uses_executor(args: argparse.Namespace) -> bool:
