@@ -16,7 +16,15 @@ from traitvec.cli import main
 def errors(capsys) -> list[str]:
     err = capsys.readouterr().err
     assert "Traceback" not in err
-    return [line for line in err.splitlines() if line.startswith("traitvec: error:")]
+    return [line for line in err.splitlines() if line.startswith("traitvec") and ": error:" in line]
+
+
+def status(argv: list[str]) -> int:
+    """``main``'s exit status, also when argparse exits (a flag it refuses)."""
+    try:
+        return main(argv)
+    except SystemExit as exit_:
+        return int(exit_.code or 0)
 
 
 BAD_FOLDERS = {
@@ -102,7 +110,7 @@ def test_bad_flags_exit_2_with_one_line(capsys) -> None:
 
 def test_bad_position_and_layers_flags(trait_root: Path, capsys) -> None:
     for flag in (["--position", "middle"], ["--layers", "a,b"], ["--methods", "lda"]):
-        status = main(
+        code = status(
             [
                 "extract",
                 "--experiment",
@@ -116,7 +124,7 @@ def test_bad_position_and_layers_flags(trait_root: Path, capsys) -> None:
                 *flag,
             ]
         )
-        assert status == 2
+        assert code == 2
         assert len(errors(capsys)) == 1
 
 
@@ -184,8 +192,6 @@ def test_library_errors_name_the_setting_and_the_cli_names_the_flag(trait_root: 
     cases = [
         (["extract", *common, "--backend", "x"], "--backend 'x' is not one of hooks, nnsight"),
         (["extract", *common, "--position", "middle"], "--position 'middle' is not one of prefill-mean,"),
-        (["run", *common, "--samples", "0"], "--samples 0: must be at least 1"),
-        (["run", *common, "--coherence-floor", "150"], "--coherence-floor 150.0: use a score between 0 and 100"),
     ]
     for argv, expected in cases:
         assert main(argv) == 2
@@ -198,10 +204,173 @@ def test_vet_and_vetted_only_errors_name_flags(tmp_path: Path, trait_root: Path,
     (experiments / "e").mkdir(parents=True)
     (experiments / "e" / "config.toml").write_text('model = "x/y"\n')
     where = ["--traits-root", str(trait_root), "--experiments-root", str(experiments), "--experiment", "e"]
-    assert main(["vet", "--trait", "test/optimism", *where, "--tokens", "8"]) == 2
+    assert status(["vet", "--trait", "test/optimism", *where, "--tokens", "8"]) == 2
     (line,) = errors(capsys)
-    assert "--tokens 8: vetting continuations are 16-32 tokens" in line
+    assert "--tokens 8: use a whole number from 16 to 32" in line
     assert main(["extract", "--traits", "test/optimism", *where, "--vetted-only"]) == 2
     (line,) = errors(capsys)
     assert "--vetted-only needs" in line and "vetting.json" in line and "--vet," in line
     assert "run_pipeline(" not in line
+
+
+# --------------------------------------------------------------------------------------------
+# flags: numbers in range, no abbreviations, --trait and --traits, help
+
+
+def test_every_invalid_numeric_flag_is_reported_in_one_line_before_anything_loads(capsys) -> None:
+    argv = ["run", "--experiment", "nope", "--traits", "a/b", "--questions", "0", "--samples", "-18"]
+    argv += ["--coherence-floor", "150", "--max-new-tokens", "x", "--search-steps", "2.5", "--n-layers", "0"]
+    argv += ["--response-tokens", "-1", "--judge-concurrency", "0", "--layers", "1,-2", "--steer-layers", "a"]
+    assert status(argv) == 2
+    (line,) = errors(capsys)
+    for expected in (
+        "--questions 0: use a whole number of at least 1",
+        "--samples -18: use a whole number of at least 1",
+        "--coherence-floor 150: use a number from 0 to 100",
+        "--max-new-tokens x: use a whole number of at least 1",
+        "--search-steps 2.5: use a whole number of at least 1",
+        "--n-layers 0: use a whole number of at least 1",
+        "--response-tokens -1: use a whole number of at least 1",
+        "--judge-concurrency 0: use a whole number of at least 1",
+        "--layers '1,-2': use comma-separated layer numbers of at least 0",
+        "--steer-layers 'a': use comma-separated layer numbers",
+    ):
+        assert expected in line, (expected, line)
+    assert "no experiment" not in line  # nothing was loaded: the flags failed first
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["run", "--experiment", "nope", "--traits", "a/b", "--questions", "-18"], "--questions -18: use a whole"),
+        (
+            ["vet", "--experiment", "nope", "--trait", "a/b", "--tokens", "40"],
+            "--tokens 40: use a whole number from 16",
+        ),
+        (["vet", "--experiment", "nope", "--trait", "a/b", "--threshold", "nan"], "--threshold nan: use a number from"),
+        (["vet", "--experiment", "nope", "--trait", "a/b", "--pass-score", "-5"], "--pass-score -5: use a number from"),
+        (["steer", "--experiment", "nope", "--vector", "v", "--layer", "-1", "--coefficient", "1", "q"], "--layer -1"),
+        (
+            ["steer", "--experiment", "nope", "--vector", "v", "--layer", "2", "--coefficient", "inf", "q"],
+            "--coefficient inf",
+        ),
+        (
+            ["export-gguf", "v.safetensors", "--out", "v.gguf", "--coefficient", "nan"],
+            "--coefficient nan: use a finite",
+        ),
+    ],
+)
+def test_numeric_flags_out_of_range_exit_2(argv: list[str], expected: str, capsys) -> None:
+    assert status(argv) == 2
+    (line,) = errors(capsys)
+    assert expected in line
+
+
+def test_in_range_numbers_parse_to_numbers() -> None:
+    from traitvec.cli import build_parser
+
+    args = build_parser().parse_args(
+        ["run", "--experiment", "e", "--traits", "a/b", "--questions", "3", "--coherence-floor", "77.5"]
+    )
+    assert (args.questions, args.coherence_floor, args.samples, args.max_new_tokens) == (3, 77.5, 1, 48)
+    steer = build_parser().parse_args(
+        [
+            "steer",
+            "--experiment",
+            "e",
+            "--vector",
+            "v",
+            "--layer",
+            "0",
+            "--coefficient",
+            "-2",
+            "--coefficient",
+            "1.5",
+            "q",
+        ]
+    )
+    assert (steer.layer, steer.coefficient, steer.questions) == (0, [-2.0, 1.5], ["q"])
+
+
+def _subparsers():
+    import argparse
+
+    from traitvec.cli import build_parser
+
+    parser = build_parser()
+    (action,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    return parser, action.choices
+
+
+def test_no_parser_expands_abbreviated_flags(capsys) -> None:
+    parser, commands = _subparsers()
+    assert parser.allow_abbrev is False and commands and all(p.allow_abbrev is False for p in commands.values())
+    args = parser.parse_args(["vet", "--experiment", "e", "--traits", "c/t"])
+    assert args.trait == "c/t" and args.traits_root == "datasets/traits"
+    for argv in (
+        ["vet", "--experiment", "e", "--trait", "c/t", "--traits-r", "x"],
+        ["extract", "--exp", "e", "--traits", "c/t"],
+        ["run", "--experiment", "e", "--traits", "c/t", "--question", "3"],
+    ):
+        assert status(argv) == 2
+        (line,) = errors(capsys)
+        assert "unrecognized arguments" in line or "required" in line
+
+
+def test_trait_and_traits_are_accepted_alike(capsys) -> None:
+    from traitvec.cli import build_parser
+
+    parser = build_parser()
+    for command in ("run", "extract"):
+        for flag in ("--trait", "--traits"):
+            args = parser.parse_args([command, "--experiment", "e", flag, "a/b", "c/d"])
+            assert args.traits == ["a/b", "c/d"]
+    for command in ("vet", "judge"):
+        extra = ["--question", "q", "--answer", "a"] if command == "judge" else ["--experiment", "e"]
+        for flag in ("--trait", "--traits"):
+            assert parser.parse_args([command, *extra, flag, "a/b"]).trait == "a/b"
+        assert status([command, *extra, "--traits", "a/b", "c/d"]) == 2
+        (line,) = errors(capsys)
+        assert "--traits takes one trait here, got 2 (a/b, c/d)" in line and "once per trait" in line
+
+
+def _help(command: str, capsys) -> str:
+    assert status([command, "--help"]) == 0
+    return " ".join(capsys.readouterr().out.split())
+
+
+def test_help_explains_steer_flags_and_run_does_not_promise_vetting(capsys) -> None:
+    steer = _help("steer", capsys)
+    for expected in ("add: add coefficient x vector", "ablate: remove the component", "pin: set the component"):
+        assert expected in steer
+    assert "prompt (the question's tokens only)" in steer and "response (the generated tokens)" in steer
+    assert "default 64: longer than the pipeline's 48" in steer
+    run = _help("run", capsys)
+    assert "vetting, extraction" not in run and "with --vet, scenario vetting first" in run
+    assert "--vet also run scenario vetting first (off by default" in run
+
+
+def test_export_gguf_refuses_a_folder_as_out(tmp_path: Path, capsys) -> None:
+    import torch
+
+    from traitvec.capture import Activations
+    from traitvec.methods import MeanDiff
+
+    acts = Activations(
+        positive=torch.randn(4, 2, 8) + 1,
+        negative=torch.randn(4, 2, 8),
+        layers=(0, 1),
+        position="prefill-mean",
+        model={"model_type": "llama"},
+        trait="t/x",
+        trait_hash="h",
+        lines=(1, 2, 3, 4),
+    )
+    path = MeanDiff().fit(acts).save(tmp_path / "vectors")
+    out = tmp_path / "exports"
+    out.mkdir()
+    for given in (str(out), str(tmp_path / "new") + "/"):
+        assert status(["export-gguf", str(path), "--out", given]) == 2
+        (line,) = errors(capsys)
+        assert f"--out {given} is a folder" in line and ".gguf" in line
+    assert list(out.iterdir()) == [] and not (tmp_path / "new").exists()

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..experiments import load_experiment
 from ..render.text import extraction_table, steering_table
 from ..stages.pipeline import TraitRun, load_traits, run_pipeline
-from .settings import extraction_settings, judge_factory, steering_settings
+from .settings import extraction_settings, judge_settings, steering_settings
 
 if TYPE_CHECKING:
     from ..evaluation import Evaluation
 
-__all__ = ["cmd_run", "cmd_extract"]
+__all__ = ["cmd_run", "cmd_extract", "format_outputs"]
 
 SMOKE_TEST_WARNING = (
     "\nWARNING: scored by a tiny local judge: these numbers are a smoke test, not a measurement. "
@@ -39,7 +40,7 @@ def _run(args: argparse.Namespace, *, steering: bool, vetting: bool) -> list[Tra
         extraction=extraction,
         steering=steering_settings(args) if steering else None,
         vetting=VetSettings() if vetting else None,
-        judge=judge_factory(args) if steering or vetting else None,
+        judge=judge_settings(args) if steering or vetting else None,
         vetted_only=args.vetted_only,
         force=args.force,
         show_progress=sys.stderr.isatty(),
@@ -54,24 +55,47 @@ def _extraction_rows(runs: list[TraitRun]) -> list[tuple[str, dict[str, Evaluati
     return rows
 
 
+def format_outputs(runs: list[TraitRun]) -> str:
+    """Where every stage of every trait left its outputs, one path a line (folders end in ``/``).
+
+    Example:
+        Outputs of styles/formality:
+          extraction  experiments/gemma-3-270m/extraction/styles/formality/vectors/
+                      experiments/gemma-3-270m/extraction/styles/formality/evaluation.json
+    """
+    lines = []
+    for run in runs:
+        lines.append(f"Outputs of {run.trait}:")
+        for stage, paths in run.outputs.items():
+            for i, path in enumerate(paths):
+                label = stage if i == 0 else ""
+                lines.append(f"  {label:<10}  {_shown(path)}")
+    return "\n".join(lines)
+
+
+def _shown(path: Path) -> str:
+    return f"{path}/" if path.is_dir() else str(path)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
-    """``traitvec run`` / ``extraction/run_pipeline.py``: every stage, then the extraction and steering tables."""
+    """``traitvec run`` / ``extraction/run_pipeline.py``: every stage, the final tables, where the outputs went."""
     runs = _run(args, steering=not args.no_steering, vetting=args.vet)
     print("\nExtraction (held-out, recommended layer per method):")
     print(extraction_table(_extraction_rows(runs)))
     if not args.no_steering:
         print("\nSteering (best coefficient under the coherence floor; projection gain in spread units):")
         print(steering_table([(run.trait, run.steering) for run in runs]))
-        if any((r.steering or {}).get("smoke_test") for r in runs):
-            print(SMOKE_TEST_WARNING)
+    print()
+    print(format_outputs(runs))
+    if not args.no_steering and any((r.steering or {}).get("smoke_test") for r in runs):
+        print(SMOKE_TEST_WARNING)
     return 0
 
 
 def cmd_extract(args: argparse.Namespace) -> int:
-    """``traitvec extract``: extraction and evaluation only, then the extraction table and each trait's folder."""
+    """``traitvec extract``: extraction and evaluation only, then the extraction table and the outputs."""
     runs = _run(args, steering=False, vetting=False)
     print(extraction_table(_extraction_rows(runs)))
-    for run in runs:
-        assert run.extraction is not None
-        print(f"{run.trait}: {run.extraction.folder}")
+    print()
+    print(format_outputs(runs))
     return 0

@@ -19,7 +19,7 @@ from ..errors import ConfigError, JudgeError, TraitvecError
 if TYPE_CHECKING:
     from ..capture import Position
     from ..experiments import ExperimentConfig
-    from ..judge import Judge
+    from ..judge import Judge, JudgeSettings
     from ..stages.extract import ExtractionSettings
     from ..stages.steer import SteeringSettings
     from ..stages.vet import VetSettings
@@ -34,6 +34,8 @@ __all__ = [
     "vet_settings",
     "judge_from_args",
     "judge_factory",
+    "judge_settings",
+    "trait_name",
 ]
 
 FLAGS: dict[str, str] = {
@@ -188,6 +190,31 @@ def judge_from_args(args: argparse.Namespace) -> Judge:
         concurrency=concurrency,
         text_mode=args.judge_text_mode,
     )
+
+
+def judge_settings(args: argparse.Namespace) -> JudgeSettings:
+    """:class:`~traitvec.judge.JudgeSettings` from the ``--judge-*`` / ``--local-judge`` options (nothing built yet)."""
+    from ..judge import JudgeSettings
+
+    return JudgeSettings(
+        model=args.judge_model,
+        base_url=args.judge_base_url,
+        local=args.local_judge,
+        cache=args.judge_cache,
+        concurrency=args.judge_concurrency,
+        text_mode=args.judge_text_mode,
+    )
+
+
+def trait_name(name: str, root: str) -> str:
+    """``category/trait`` for a trait given by name or by its folder inside the traits root (tab completion).
+
+    Uses :func:`traitvec.traits.resolve_trait_name` where it exists; otherwise the name as it is.
+    """
+    from .. import traits
+
+    resolver: Callable[[str, str], str] | None = getattr(traits, "resolve_trait_name", None)
+    return resolver(name, root) if resolver is not None else name
 
 
 def judge_factory(args: argparse.Namespace) -> Callable[[], Judge]:

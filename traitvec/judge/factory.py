@@ -89,18 +89,37 @@ def make_judge(
         local = DEFAULT_LOCAL_JUDGE
     else:
         reason = "a local judge was asked for"
-    from ..models import LoadedModel, load_model
+    from ..models import LoadedModel
     from .local import LocalJudge
 
-    loaded = local if isinstance(local, LoadedModel) else load_model(DEFAULT_LOCAL_JUDGE if local is True else local)
+    name = local.name if isinstance(local, LoadedModel) else DEFAULT_LOCAL_JUDGE if local is True else local
     logger.warning(
         "traitvec: WARNING: %s, so answers are scored by the tiny in-process model %s. Its scores are a SMOKE "
         "TEST of the pipeline, NOT a measurement of the trait. For real scores set OPENAI_API_KEY, or point "
         "OPENAI_BASE_URL (make_judge(base_url=)) at an OpenAI-compatible server (vLLM, llama.cpp, Ollama).",
         reason,
-        loaded.name,
+        name,
     )
-    return LocalJudge(loaded, cache_path=False if cache_path is None else cache_path)
+    cache = False if cache_path is None else cache_path
+    if isinstance(local, LoadedModel):
+        return LocalJudge(local, cache_path=cache)
+    return _deferred_local_judge(name, cache)
+
+
+def _deferred_local_judge(name: str, cache_path: CachePath) -> Judge:
+    """A local judge that loads ``name`` when it first scores, when its fingerprint is known without loading it."""
+    from pathlib import Path
+
+    from ..experiments import ExperimentConfig
+    from ..models import ModelPool
+    from .local import LocalJudge
+
+    pool = ModelPool()
+    config = ExperimentConfig(name="local-judge", path=Path.cwd(), model=name)
+    fingerprint = pool.fingerprint(config)
+    if fingerprint is None:  # nothing but loading can tell (a hub id, with this ModelPool): load now
+        return LocalJudge(pool.get(config), cache_path=cache_path)
+    return LocalJudge(lambda: pool.get(config), model_name=name, fingerprint=fingerprint, cache_path=cache_path)
 
 
 def _cache_arg(value: CachePath) -> CachePath:

@@ -24,7 +24,7 @@ import inspect
 import logging
 import os
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -51,7 +51,9 @@ class LocalJudge(BaseJudge):
     """A judge that reads scores from an in-process model's next-token distributions (a smoke test).
 
     Args:
-        loaded: the model (e.g. ``load_model("smollm2-135m-instruct")``).
+        loaded: the model (e.g. ``load_model("smollm2-135m-instruct")``), or a function that loads
+            it, called when the judge first scores (then ``model_name`` and ``fingerprint`` are
+            needed up front: they name the judge and key its cache).
         min_mass: abstain when the probability of writing a number 0–100 is below this.
         batch_size: prompts per forward pass.
         prune: tree branches less likely than this are not expanded.
@@ -61,6 +63,9 @@ class LocalJudge(BaseJudge):
             number (small chat models otherwise open with ``"The"`` or ``"["``).
         vocab: the tokens that spell numbers (default: every digit token of the tokenizer).
         show_progress: show a progress bar over batches (tqdm).
+        model_name: the model's name, when ``loaded`` is a function.
+        fingerprint: the model's fingerprint, when ``loaded`` is a function (must be what the loaded
+            model reports).
 
     :meth:`usage` counts forward passes (``forward_passes``), prompt tokens, cache hits and outcomes.
 
@@ -76,7 +81,7 @@ class LocalJudge(BaseJudge):
 
     def __init__(
         self,
-        loaded: LoadedModel,
+        loaded: LoadedModel | Callable[[], LoadedModel],
         *,
         min_mass: float = 0.25,
         batch_size: int = 8,
@@ -85,14 +90,23 @@ class LocalJudge(BaseJudge):
         answer_prefix: str = "Score:",
         vocab: DigitVocab | None = None,
         show_progress: bool = False,
+        model_name: str | None = None,
+        fingerprint: str | None = None,
     ) -> None:
+        if isinstance(loaded, LoadedModel):
+            model_name, fingerprint = loaded.name, loaded.fingerprint
+        elif model_name is None or fingerprint is None:
+            raise JudgeError("LocalJudge(loaded=) given as a function needs model_name= and fingerprint= as well")
         if not 0.0 <= min_mass <= 1.0:
             raise JudgeError(f"LocalJudge min_mass={min_mass!r} is invalid; expected a number in [0, 1]")
         if batch_size < 1:
             raise JudgeError(f"LocalJudge batch_size={batch_size!r} is invalid; expected a positive integer")
         path = None if cache_path is False else Path(cache_path) if cache_path is not None else default_cache_path()
-        super().__init__(f"local:{loaded.name}", cache_path=path)
-        self.loaded = loaded
+        super().__init__(f"local:{model_name}", cache_path=path)
+        self.model_name: str = model_name
+        self.fingerprint: str = fingerprint
+        self._loaded: LoadedModel | None = loaded if isinstance(loaded, LoadedModel) else None
+        self._load: Callable[[], LoadedModel] | None = None if isinstance(loaded, LoadedModel) else loaded
         self.min_mass = float(min_mass)
         self.batch_size = int(batch_size)
         self.prune = float(prune)
@@ -101,6 +115,20 @@ class LocalJudge(BaseJudge):
         self.show_progress = show_progress
 
     # ------------------------------------------------------------------ public
+
+    @property
+    def loaded(self) -> LoadedModel:
+        """The judge's model, loaded now if it was given as a function."""
+        if self._loaded is None:
+            assert self._load is not None
+            loaded = self._load()
+            if loaded.fingerprint != self.fingerprint:
+                raise JudgeError(
+                    f"the local judge model {self.model_name!r} loaded with fingerprint {loaded.fingerprint}, not "
+                    f"the {self.fingerprint} it was keyed by; its files changed while traitvec ran: rerun"
+                )
+            self._loaded = loaded
+        return self._loaded
 
     def score_prompts(self, prompts: Sequence[JudgePrompt]) -> list[JudgeScore]:
         """Score ready-made prompts, in order (batched forward passes, cache first)."""
@@ -148,8 +176,8 @@ class LocalJudge(BaseJudge):
             "class": type(self).__name__,
             "name": self.name,
             "mode": "local",
-            "model": self.loaded.name,
-            "fingerprint": self.loaded.fingerprint,
+            "model": self.model_name,
+            "fingerprint": self.fingerprint,
             "base_url_host": None,
             "min_mass": self.min_mass,
             "prune": self.prune,
@@ -161,13 +189,13 @@ class LocalJudge(BaseJudge):
         }
 
     def __repr__(self) -> str:
-        return f"LocalJudge(model={self.loaded.name!r}, batch_size={self.batch_size}, smoke_test=True)"
+        return f"LocalJudge(model={self.model_name!r}, batch_size={self.batch_size}, smoke_test=True)"
 
     # ------------------------------------------------------------------ internals
 
     def _key(self, prompt: JudgePrompt) -> str:
         params = {"mode": "local", "min_mass": self.min_mass, "prune": self.prune, "prefix": self.answer_prefix}
-        return cache_key(f"{self.name}@{self.loaded.fingerprint}", prompt.text, params)
+        return cache_key(f"{self.name}@{self.fingerprint}", prompt.text, params)
 
     def _score(self, prompt: JudgePrompt, dist: Mapping[int, float]) -> JudgeScore:
         score, mass = expected_score(dist)

@@ -1,9 +1,13 @@
 """The per-trait pipeline: (scenario vetting) → extraction (activations, vectors, evaluation) → steering evaluation.
 
 Each stage skips itself when its outputs exist and their recorded inputs are unchanged, so an
-interrupted run resumes where it stopped; models load only when a stage needs them, and the judge
-is built only when vetting or steering needs it. Every trait is validated before any work starts.
-``traitvec run`` and ``traitvec extract`` are this function behind flags.
+interrupted run resumes where it stopped. Everything that can fail cheaply fails before any model
+loads, in this order: the experiments and every trait are loaded and validated; the judge (only
+when vetting or steering will run) is built — so a smoke-test judge says so first — and checked
+with one cheap request (:func:`prepare_judge`); an experiment's folder is checked writable just
+before its model loads (:class:`CheckedPool`). Models load only when a stage must compute
+something, the local judge's model only when something must be scored. ``traitvec run`` and
+``traitvec extract`` are this function behind flags.
 
 Example:
     >>> import traitvec as tv
@@ -21,14 +25,17 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from .. import traits as _traits
 from ..errors import ConfigError, TraitvecError
 from ..experiments import DEFAULT_EXPERIMENTS_ROOT, ExperimentConfig, load_experiment
-from ..judge import Judge, make_judge
-from ..models import ModelPool
+from ..judge import Judge, JudgeSettings, make_judge
+from ..models import LoadedModel, ModelPool
 from ..traits import DEFAULT_TRAITS_ROOT, Trait, load_trait
 from .extract import ExtractionResult, ExtractionSettings, extract_trait
 from .layout import ExtractionPaths, OutputLayout
@@ -36,15 +43,15 @@ from .resume import read_json
 from .steer import SteeringSettings, run_steering_eval
 from .vet import VetSettings, vet_trait
 
-__all__ = ["TraitRun", "run_pipeline", "load_traits"]
+__all__ = ["TraitRun", "run_pipeline", "load_traits", "resolve_trait", "prepare_judge", "CheckedPool", "check_writable"]
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_STEERING = SteeringSettings()
 """The default of :func:`run_pipeline`'s ``steering``: the protocol's defaults."""
 
-JudgeSource = Judge | Callable[[], Judge] | None
-"""A judge, a function that makes one (called once, when a stage first needs it), or None for :func:`make_judge`."""
+JudgeSource = Judge | JudgeSettings | Callable[[], Judge] | None
+"""A judge, its settings, a function that makes one, or None for :func:`make_judge` (see :func:`prepare_judge`)."""
 
 
 @dataclass
@@ -57,6 +64,8 @@ class TraitRun:
         steering: the ``results.json`` document (``None`` without steering).
         vetting: the ``vetting.json`` document (``None`` without vetting).
         notes: remarks about the run.
+        outputs: where each stage's outputs are, ``{"vetting" | "extraction" | "steering": paths}``
+            (the files that exist after the run; the vectors as their folder).
     """
 
     trait: str
@@ -64,34 +73,103 @@ class TraitRun:
     steering: dict[str, Any] | None = None
     vetting: dict[str, Any] | None = None
     notes: list[str] = field(default_factory=list)
+    outputs: dict[str, tuple[Path, ...]] = field(default_factory=dict)
 
 
-class _LazyJudge:
-    """Builds the judge the first time a stage asks for it."""
+def prepare_judge(source: JudgeSource) -> Judge:
+    """The judge ``source`` describes, built now and checked with one cheap request.
 
-    def __init__(self, source: JudgeSource) -> None:
-        self._judge: Judge | None = None
-        self._factory: Callable[[], Judge] = make_judge
-        if isinstance(source, Judge):
-            self._judge = source
-        elif source is not None:
-            self._factory = source
+    Building it first means its warnings (a smoke-test local judge) come before any other work; a
+    local judge loads its model only when it first scores. The check (``judge.check()``) fails
+    within seconds, naming the URL, when an API judge cannot be reached.
 
-    def get(self) -> Judge:
-        if self._judge is None:
-            self._judge = self._factory()
-        return self._judge
+    Args:
+        source: a judge (used as it is), :class:`~traitvec.judge.JudgeSettings` (``.make()``), a
+            function that makes one, or ``None`` for :func:`~traitvec.judge.make_judge`.
+
+    Raises:
+        JudgeError: a bad judge setting, or an unreachable or refusing judge.
+    """
+    if isinstance(source, Judge):
+        judge = source
+    elif isinstance(source, JudgeSettings):
+        judge = source.make()
+    elif source is not None:
+        judge = source()
+    else:
+        judge = make_judge()
+    check = getattr(judge, "check", None)  # the Judge protocol's preflight (judges made before it have none)
+    if callable(check):
+        check()
+    return judge
+
+
+def check_writable(folder: Path, setting: str) -> None:
+    """Refuse an output folder traitvec cannot write in, before any work is spent on its outputs.
+
+    Checks ``folder`` (which exists: it holds ``config.toml``) and its ``extraction/`` and
+    ``steering/`` folders when they exist, by creating and removing an empty file in each.
+
+    Raises:
+        ConfigError: the folder is read-only (or otherwise refuses new files); names ``setting``.
+    """
+    for where in (folder, folder / "extraction", folder / "steering"):
+        if not where.is_dir():
+            continue
+        try:
+            handle, name = tempfile.mkstemp(prefix=".traitvec-write-check-", dir=where)
+            os.close(handle)
+            os.unlink(name)
+        except OSError as err:
+            raise ConfigError(
+                f"cannot write in {where} ({err.strerror or err}): every output of an experiment is written "
+                f"beneath its folder; make it writable, or copy the experiment folder (its config.toml) to a "
+                f"writable {setting}",
+                setting=setting,
+            ) from None
+
+
+class CheckedPool(ModelPool):
+    """A :class:`~traitvec.models.ModelPool` that checks an experiment's folder is writable before loading its model.
+
+    A model is loaded only to compute outputs of its experiment, so a read-only experiment whose
+    outputs are all current is still usable, and one that is not fails before a model loads.
+    """
+
+    def __init__(self, setting: str = "run_pipeline(experiments_root=)") -> None:
+        super().__init__()
+        self._setting = setting
+        self._checked: set[Path] = set()
+
+    def get(self, config: ExperimentConfig) -> LoadedModel:
+        """The model of ``config``, loaded on the first call after checking ``config.path`` is writable."""
+        if config.path not in self._checked:
+            check_writable(config.path, self._setting)
+            self._checked.add(config.path)
+        return super().get(config)
+
+
+def resolve_trait(name: str, root: str | os.PathLike[str] = DEFAULT_TRAITS_ROOT) -> str:
+    """``category/trait`` for a trait name or a trait folder path inside ``root`` (as tab completion gives).
+
+    Uses :func:`traitvec.traits.resolve_trait_name` where it exists; otherwise the name as it is.
+    """
+    resolver: Callable[[str, str | os.PathLike[str]], str] | None = getattr(_traits, "resolve_trait_name", None)
+    return resolver(name, root) if resolver is not None else name
 
 
 def load_traits(traits: Sequence[str | Trait], root: str | os.PathLike[str] = DEFAULT_TRAITS_ROOT) -> list[Trait]:
-    """Load every named trait (Trait objects pass through); one error listing every trait that failed."""
+    """Load every named trait (Trait objects pass through); one error listing every trait that failed.
+
+    A name may also be the trait's folder inside ``root`` (:func:`resolve_trait`).
+    """
     loaded, errors = [], []
     for item in traits:
         if isinstance(item, Trait):
             loaded.append(item)
             continue
         try:
-            loaded.append(load_trait(item, root))
+            loaded.append(load_trait(resolve_trait(item, root), root))
         except TraitvecError as err:
             errors.append(str(err))
     if errors:
@@ -126,8 +204,9 @@ def run_pipeline(
             experiment's ``max_batch_tokens``.
         steering: steering-evaluation settings; ``None`` stops after extraction.
         vetting: scenario-vetting settings; ``None`` skips vetting.
-        judge: the judge, a function that makes it, or ``None`` for :func:`~traitvec.judge.make_judge`;
-            built only when vetting or steering first needs it.
+        judge: the judge, its settings, a function that makes it, or ``None`` for
+            :func:`~traitvec.judge.make_judge`; built and checked (:func:`prepare_judge`) before any
+            model loads, and only when vetting or steering will run.
         vetted_only: extract from the pairs whose both sides passed vetting (needs ``vetting.json``).
         traits_root: folder of ``category/trait`` folders.
         experiments_root: folder of experiment folders.
@@ -135,7 +214,8 @@ def run_pipeline(
         show_progress: progress bars.
 
     Raises:
-        TraitvecError: an unknown experiment or trait, bad trait data, or missing vetting.
+        TraitvecError: an unknown experiment or trait, bad trait data, missing vetting, an
+            unreachable judge, or an experiment folder that cannot be written.
     """
     config = experiment if isinstance(experiment, ExperimentConfig) else load_experiment(experiment, experiments_root)
     steer_config = None
@@ -144,16 +224,17 @@ def run_pipeline(
         steer_config = chosen if isinstance(chosen, ExperimentConfig) else load_experiment(chosen, experiments_root)
     loaded_traits = load_traits(traits, traits_root)
     settings = _extraction_settings(extraction, config)
-    pool = ModelPool()
-    lazy_judge = _LazyJudge(judge)
+    the_judge = prepare_judge(judge) if vetting is not None or steering is not None else None
+    pool = CheckedPool()
     layout = OutputLayout(config.path)
     runs = []
     for trait in loaded_traits:
         run = TraitRun(trait.name)
         paths = layout.extraction(trait.name)
         if vetting is not None:
+            assert the_judge is not None
             run.vetting = vet_trait(
-                trait, config, pool, lazy_judge.get(), settings=vetting, force=force, show_progress=show_progress
+                trait, config, pool, the_judge, settings=vetting, force=force, show_progress=show_progress
             )
         run.extraction = extract_trait(
             _vetted(trait, paths) if vetted_only else trait,
@@ -165,18 +246,35 @@ def run_pipeline(
             show_progress=show_progress,
         )
         if steering is not None and steer_config is not None:
+            assert the_judge is not None
             run.steering = run_steering_eval(
                 trait,
                 run.extraction,
                 steer_config,
                 pool,
-                lazy_judge.get(),
+                the_judge,
                 settings=steering,
                 force=force,
                 show_progress=show_progress,
             )
+        run.outputs = _outputs(run, layout, OutputLayout(steer_config.path) if steer_config is not None else None)
         runs.append(run)
     return runs
+
+
+def _outputs(run: TraitRun, layout: OutputLayout, steer_layout: OutputLayout | None) -> dict[str, tuple[Path, ...]]:
+    """Where each stage of ``run`` left its outputs (existing files only; the vectors as their folder)."""
+    paths = layout.extraction(run.trait)
+    found: dict[str, tuple[Path, ...]] = {}
+    if run.vetting is not None:
+        found["vetting"] = (paths.vetting_json,)
+    if run.extraction is not None:
+        found["extraction"] = (paths.vectors_dir, paths.evaluation_json, paths.evaluation_png)
+    if run.steering is not None and steer_layout is not None:
+        steering = steer_layout.steering(run.trait)
+        plots = sorted(steering.folder.glob("*.png"))
+        found["steering"] = (steering.results_md, steering.results_json, *plots)
+    return {stage: tuple(p for p in files if p.exists()) for stage, files in found.items()}
 
 
 def _extraction_settings(extraction: ExtractionSettings | None, config: ExperimentConfig) -> ExtractionSettings:
