@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
+import os
+import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from conftest import NEGATIVE, POSITIVE, ROOT, STEERING, write_trait
 
 from traitvec.cli import main
+
+TRAITS = ROOT / "datasets" / "traits"
+KEY = "sk-test-SECRET-cli-7731"
 
 
 def errors(capsys) -> list[str]:
@@ -374,3 +382,178 @@ def test_export_gguf_refuses_a_folder_as_out(tmp_path: Path, capsys) -> None:
         (line,) = errors(capsys)
         assert f"--out {given} is a folder" in line and ".gguf" in line
     assert list(out.iterdir()) == [] and not (tmp_path / "new").exists()
+
+
+# --------------------------------------------------------------------------------------------
+# outputs: where they went, folders that cannot be written, a full disk
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random-init Llama saved as a local model folder."""
+    from tiny import make_model
+
+    folder = tmp_path_factory.mktemp("cli-tiny-model")
+    model = make_model("llama", layers=3, hidden=32, chat=True)
+    model.model.save_pretrained(folder)
+    model.tokenizer.save_pretrained(folder)
+    return folder
+
+
+def experiment(root: Path, model: Path, name: str = "tiny") -> Path:
+    """``root/name/config.toml`` for ``model``; returns ``root``."""
+    (root / name).mkdir(parents=True, exist_ok=True)
+    (root / name / "config.toml").write_text(f'model = "{model}"\ndtype = "float32"\ndevice = "cpu"\n')
+    return root
+
+
+def extract_argv(experiments: Path, *extra: str) -> list[str]:
+    return [
+        "extract", "--experiment", "tiny", "--traits", "states/optimism", "--traits-root", str(TRAITS),
+        "--experiments-root", str(experiments), "--methods", "mean-diff", "--position", "prefill-mean", *extra,
+    ]  # fmt: skip
+
+
+def outputs_block(out: str, trait: str) -> list[str]:
+    """The lines printed under ``Outputs of {trait}:``."""
+    block = out.split(f"Outputs of {trait}:\n", 1)[1]
+    return [line for line in block.splitlines() if line.startswith("  ")]
+
+
+def test_extract_prints_where_its_outputs_went(tmp_path: Path, tiny_model: Path, capsys) -> None:
+    experiments = experiment(tmp_path / "experiments", tiny_model)
+    assert main(extract_argv(experiments)) == 0
+    folder = experiments / "tiny/extraction/states/optimism"
+    lines = outputs_block(capsys.readouterr().out, "states/optimism")
+    assert [line.split()[-1] for line in lines] == [
+        f"{folder / 'vectors'}/",
+        str(folder / "evaluation.json"),
+        str(folder / "evaluation.png"),
+    ]
+    assert lines[0].split()[0] == "extraction"
+    assert (folder / "vectors/mean-diff-prefill-mean.safetensors").is_file() and (folder / "evaluation.png").is_file()
+
+
+def test_run_prints_where_steering_outputs_went(
+    tmp_path: Path, tiny_model: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    from traitvec.judge.testing import JudgeServer, KeywordResponder
+
+    experiments = experiment(tmp_path / "experiments", tiny_model)
+    monkeypatch.setenv("TRAITVEC_CACHE", str(tmp_path / "cache"))
+    with JudgeServer(KeywordResponder()) as server:
+        monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
+        monkeypatch.setenv("OPENAI_API_KEY", KEY)
+        argv = ["run", *extract_argv(experiments)[1:], "--judge-model", "test-judge"]
+        argv += ["--questions", "2", "--search-steps", "1", "--max-new-tokens", "4"]
+        assert main(argv) == 0
+    lines = outputs_block(capsys.readouterr().out, "states/optimism")
+    steering = experiments / "tiny/steering/states/optimism"
+    printed = [line.split()[-1] for line in lines]
+    assert printed[:3] == [
+        f"{experiments / 'tiny/extraction/states/optimism/vectors'}/",
+        str(experiments / "tiny/extraction/states/optimism/evaluation.json"),
+        str(experiments / "tiny/extraction/states/optimism/evaluation.png"),
+    ]
+    assert printed[3:5] == [str(steering / "results.md"), str(steering / "results.json")]
+    plots = printed[5:]
+    assert plots and sorted(plots) == sorted(str(p) for p in steering.glob("*.png"))
+    assert str(steering / "trait_coherence.png") in plots
+    assert [line.split()[0] for line in lines if not line.startswith("   ")] == ["extraction", "steering"]
+
+
+@contextlib.contextmanager
+def read_only(folder: Path) -> Iterator[None]:
+    """Make ``folder`` read-only for this process: a permission change, or (as root) a read-only bind mount."""
+    if os.geteuid() != 0:
+        modes = {p: p.stat().st_mode for p in [folder, *folder.rglob("*")] if p.is_dir()}
+        for path in modes:
+            path.chmod(0o555)
+        try:
+            yield
+        finally:
+            for path, mode in modes.items():
+                path.chmod(mode)
+        return
+    bound = subprocess.run(["mount", "--bind", str(folder), str(folder)], capture_output=True)
+    if bound.returncode != 0:
+        pytest.skip(f"cannot make a read-only folder as root here: {bound.stderr.decode().strip()}")
+    try:
+        subprocess.run(["mount", "-o", "remount,ro,bind", str(folder)], check=True, capture_output=True)
+        yield
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)
+
+
+def test_a_read_only_experiment_fails_before_any_model_loads(
+    tmp_path: Path, tiny_model: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    import traitvec.models
+
+    def no_load(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a model was loaded for an experiment folder that cannot be written")
+
+    experiments = experiment(tmp_path / "experiments", tiny_model)
+    monkeypatch.setattr(traitvec.models, "load_model", no_load)
+    with read_only(experiments / "tiny"):
+        assert main(extract_argv(experiments)) == 2
+    (line,) = errors(capsys)
+    assert f"cannot write in {experiments / 'tiny'}" in line and "writable --experiments-root" in line
+    assert [p.name for p in (experiments / "tiny").iterdir()] == ["config.toml"]
+
+
+@contextlib.contextmanager
+def full_disk(kind: str, folder: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Writes under ``folder`` fail for lack of space: a tmpfs filled up (as root), or every atomic flush failing."""
+    if kind == "fsync":
+
+        def no_space(fd: int) -> None:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+        monkeypatch.setattr(os, "fsync", no_space)
+        yield
+        monkeypatch.undo()
+        return
+    filler = folder / "filler"
+    with open(filler, "wb") as handle:
+        with contextlib.suppress(OSError):
+            while True:
+                handle.write(b"\0" * 65536)
+                handle.flush()
+    try:
+        yield
+    finally:
+        filler.unlink()
+
+
+@contextlib.contextmanager
+def small_tmpfs(folder: Path) -> Iterator[None]:
+    folder.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(folder)], capture_output=True)
+    if os.geteuid() != 0 or mounted.returncode != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    try:
+        yield
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)
+
+
+@pytest.mark.parametrize("kind", ["fsync", "tmpfs"])
+def test_a_full_disk_is_one_line_and_leaves_every_finished_file_intact(
+    kind: str, tmp_path: Path, tiny_model: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    disk = tmp_path / "disk"
+    with small_tmpfs(disk) if kind == "tmpfs" else contextlib.nullcontext(disk.mkdir()):
+        experiments = experiment(disk / "experiments", tiny_model)
+        assert main(extract_argv(experiments)) == 0
+        capsys.readouterr()
+        folder = experiments / "tiny/extraction/states/optimism"
+        before = {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+        with full_disk(kind, disk, monkeypatch):
+            assert main(extract_argv(experiments, "--force")) == 2
+        (line,) = errors(capsys)
+        assert "No space left on device while writing outputs" in line and "free some space and rerun" in line
+        after = {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+        assert after == before  # nothing half-written, no temporary file left behind
+        assert main(extract_argv(experiments)) == 0  # and a rerun with space again works
+    shutil.rmtree(disk, ignore_errors=True)

@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 import errno
 import logging
+import os
+import re
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
@@ -307,26 +309,38 @@ def _dispatch(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print("traitvec: interrupted; finished outputs are kept and a rerun resumes from them", file=sys.stderr)
         return 130
-    except OSError as err:
-        if err.errno not in _FULL and err.errno not in _REFUSED:
+    except Exception as err:
+        code = _system_errno(err)
+        if code not in _FULL and code not in _REFUSED:
             raise
-        print(f"traitvec: error: {_os_message(err)}", file=sys.stderr)
+        print(f"traitvec: error: {_system_message(err, code)}", file=sys.stderr)
         return 2
 
 
 _FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 _REFUSED = {errno.EACCES, errno.EPERM, errno.EROFS}
+_OS_ERROR = re.compile(r"\(os error (\d+)\)")
 
 
-def _os_message(err: OSError) -> str:
+def _system_errno(err: Exception) -> int | None:
+    """The errno of a system error: an ``OSError``, or a safetensors error that quotes one (``(os error 28)``)."""
+    if isinstance(err, OSError):
+        return err.errno
+    found = _OS_ERROR.search(str(err)) if type(err).__name__ == "SafetensorError" else None
+    return int(found.group(1)) if found else None
+
+
+def _system_message(err: Exception, code: int | None) -> str:
     """One line for a full disk or a refused path: what happened, where, and what to do."""
-    where = f"{err.filename}: " if err.filename else ""
-    reason = err.strerror or type(err).__name__
-    if err.errno in _FULL:
+    filename = getattr(err, "filename", None)
+    reason = (err.strerror if isinstance(err, OSError) else None) or os.strerror(code or 0)
+    if code in _FULL:  # the file is often a temporary one: name its folder
+        where = f" in {os.path.dirname(filename) or '.'}" if filename else ""
         return (
-            f"{where}{reason} while writing outputs; free some space and rerun (every output is written "
+            f"{reason} while writing outputs{where}; free some space and rerun (every output is written "
             "atomically, so finished files are intact and the rerun resumes from them)"
         )
+    where = f"{filename}: " if filename else ""
     return (
         f"{where}{reason}; make the path readable and writable for traitvec, or point the flag that names it elsewhere"
     )
