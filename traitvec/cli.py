@@ -80,7 +80,12 @@ def _command(name: str, help_: str, handler: str) -> Callable[[Callable[[argpars
 )
 def _traits_args(p: argparse.ArgumentParser) -> None:
     traits_root(p)
-    p.add_argument("traits", nargs="*", metavar="cat/trait", help="traits to check (default: all under the root)")
+    p.add_argument(
+        "traits",
+        nargs="*",
+        metavar="cat/trait",
+        help="traits (or their folders) to check (default: all under the root)",
+    )
 
 
 @_command(
@@ -95,7 +100,12 @@ def _models_args(p: argparse.ArgumentParser) -> None:
 @_command("audit", "audit trait datasets for label leaks, clustering and confounds", "traitvec.commands.data:cmd_audit")
 def _audit_args(p: argparse.ArgumentParser) -> None:
     traits_root(p)
-    p.add_argument("traits", nargs="*", metavar="cat/trait", help="traits to audit (default: all under the root)")
+    p.add_argument(
+        "traits",
+        nargs="*",
+        metavar="cat/trait",
+        help="traits (or their folders) to audit (default: all under the root)",
+    )
     p.add_argument("--json", metavar="PATH", help="also write the full report as JSON to PATH")
 
 
@@ -125,7 +135,9 @@ def add_pipeline_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--force", action="store_true", help="recompute every stage even when its outputs are current")
     extraction_options(p)
-    s = p.add_argument_group("steering evaluation")
+    s = p.add_argument_group(
+        "steering evaluation", "steers with the vector of the first --methods at the first --position"
+    )
     s.add_argument("--steer-layers", metavar="L", help="candidate layers (default: best layers within 20-80%% depth)")
     s.add_argument("--n-layers", type=INT, default=2, metavar="N", help="how many candidate layers (default 2)")
     s.add_argument(
@@ -195,9 +207,13 @@ def add_vet_arguments(p: argparse.ArgumentParser) -> None:
 def _export_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("vector", help="a vector file (.safetensors with its .json sidecar)")
     p.add_argument("--out", required=True, metavar="FILE", help="output .gguf file (not a folder)")
-    p.add_argument("--layers", help="layers to export, e.g. 6 or 5,6,7 (default: all but 0)")
+    p.add_argument("--layers", metavar="L", help="layers to export, e.g. 6 or 5,6,7 (default: all but 0)")
     p.add_argument(
-        "--coefficient", type=FLOAT, default=1.0, help="strength in spread units, a finite number (default 1.0)"
+        "--coefficient",
+        type=FLOAT,
+        default=1.0,
+        metavar="C",
+        help="strength in spread units (multiples of each layer's activation spread), a finite number (default 1.0)",
     )
     p.add_argument("--absolute", action="store_true", help="treat the coefficient as an absolute length")
 
@@ -205,7 +221,7 @@ def _export_args(p: argparse.ArgumentParser) -> None:
 @_command("steer", "answer questions with and without a vector, side by side", "traitvec.commands.vectors:cmd_steer")
 def _steer_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--experiment", required=True, metavar="S", help="experiment whose model answers")
-    experiments_root(p)
+    experiments_root(p, writes=False)
     p.add_argument("--vector", required=True, help="a vector file (.safetensors with its .json sidecar)")
     p.add_argument("--layer", type=INT, required=True, metavar="L", help="decoder layer to steer (0-based)")
     p.add_argument(

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 
 from ..judge import JudgeScore
-from ..traits import load_trait
-from .settings import judge_from_args, trait_name
+from ..stages.preflight import load_traits, prepare_judge
+from .settings import judge_from_args
 
 __all__ = ["cmd_judge", "describe_score"]
 
@@ -26,11 +26,8 @@ def cmd_judge(args: argparse.Namespace) -> int:
     Returns 0 when both calls produced an answer (ok or abstained) and 1 when one failed after its
     retries; a misconfiguration raises :class:`~traitvec.errors.JudgeError` (exit status 2).
     """
-    trait = load_trait(trait_name(args.trait, args.traits_root), args.traits_root)
-    judge = judge_from_args(args)
-    check = getattr(judge, "check", None)  # the preflight: one cheap request, a clear error when unreachable
-    if callable(check):
-        check()
+    (trait,) = load_traits([args.trait], args.traits_root)
+    judge = prepare_judge(judge_from_args(args))
     trait_score = judge.score_trait(trait, [args.question], [args.answer])[0]
     coherence = judge.score_coherence([args.question], [args.answer])[0]
     info = judge.describe()

@@ -62,14 +62,14 @@ def traits_root(p: argparse.ArgumentParser) -> None:
     )
 
 
-def experiments_root(p: argparse.ArgumentParser) -> None:
-    """``--experiments-root``."""
+def experiments_root(p: argparse.ArgumentParser, *, writes: bool = True) -> None:
+    """``--experiments-root`` (``writes``: the command writes its outputs beneath it)."""
+    where = "; outputs are written beneath it" if writes else ""
     p.add_argument(
         "--experiments-root",
         default="experiments",
         metavar="DIR",
-        help="folder of experiment folders, relative to the current folder (default: experiments); "
-        "outputs are written beneath it",
+        help=f"folder of experiment folders, relative to the current folder (default: experiments){where}",
     )
 
 

@@ -1,4 +1,9 @@
-"""``traitvec run`` (also ``extraction/run_pipeline.py``) and ``traitvec extract``: the pipeline behind flags."""
+"""``traitvec run`` (also ``extraction/run_pipeline.py``) and ``traitvec extract``: the pipeline behind flags.
+
+What can fail cheaply fails first, before torch is even imported: the experiments, the traits,
+then the judge (built, so that a smoke-test judge says so first, and checked with one request).
+The stages load afterwards and check each experiment folder is writable before loading its model.
+"""
 
 from __future__ import annotations
 
@@ -8,12 +13,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..experiments import load_experiment
-from ..render.text import extraction_table, steering_table
-from ..stages.pipeline import TraitRun, load_traits, run_pipeline
+from ..stages.preflight import load_traits, prepare_judge
 from .settings import extraction_settings, judge_settings, steering_settings
 
 if TYPE_CHECKING:
     from ..evaluation import Evaluation
+    from ..stages.pipeline import TraitRun
 
 __all__ = ["cmd_run", "cmd_extract", "format_outputs"]
 
@@ -25,13 +30,15 @@ SMOKE_TEST_WARNING = (
 
 def _run(args: argparse.Namespace, *, steering: bool, vetting: bool) -> list[TraitRun]:
     """Load and validate everything the flags name, in the order errors are reported, then run the pipeline."""
-    from ..stages.vet import VetSettings
-
     config = load_experiment(args.experiment, args.experiments_root)
     steer_config = None
     if steering:
         steer_config = load_experiment(args.steer_experiment or args.experiment, args.experiments_root)
     traits = load_traits(args.traits, args.traits_root)
+    judge = prepare_judge(judge_settings(args)) if steering or vetting else None
+    from ..stages.pipeline import run_pipeline  # loads torch: after the cheap checks
+    from ..stages.vet import VetSettings
+
     extraction = extraction_settings(args, config)
     return run_pipeline(
         config,
@@ -40,7 +47,7 @@ def _run(args: argparse.Namespace, *, steering: bool, vetting: bool) -> list[Tra
         extraction=extraction,
         steering=steering_settings(args) if steering else None,
         vetting=VetSettings() if vetting else None,
-        judge=judge_settings(args) if steering or vetting else None,
+        judge=judge,
         vetted_only=args.vetted_only,
         force=args.force,
         show_progress=sys.stderr.isatty(),
@@ -80,6 +87,8 @@ def _shown(path: Path) -> str:
 def cmd_run(args: argparse.Namespace) -> int:
     """``traitvec run`` / ``extraction/run_pipeline.py``: every stage, the final tables, where the outputs went."""
     runs = _run(args, steering=not args.no_steering, vetting=args.vet)
+    from ..render.text import extraction_table, steering_table
+
     print("\nExtraction (held-out, recommended layer per method):")
     print(extraction_table(_extraction_rows(runs)))
     if not args.no_steering:
@@ -95,6 +104,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_extract(args: argparse.Namespace) -> int:
     """``traitvec extract``: extraction and evaluation only, then the extraction table and the outputs."""
     runs = _run(args, steering=False, vetting=False)
+    from ..render.text import extraction_table
+
     print(extraction_table(_extraction_rows(runs)))
     print()
     print(format_outputs(runs))

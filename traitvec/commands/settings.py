@@ -35,7 +35,6 @@ __all__ = [
     "judge_from_args",
     "judge_factory",
     "judge_settings",
-    "trait_name",
 ]
 
 FLAGS: dict[str, str] = {
@@ -204,17 +203,6 @@ def judge_settings(args: argparse.Namespace) -> JudgeSettings:
         concurrency=args.judge_concurrency,
         text_mode=args.judge_text_mode,
     )
-
-
-def trait_name(name: str, root: str) -> str:
-    """``category/trait`` for a trait given by name or by its folder inside the traits root (tab completion).
-
-    Uses :func:`traitvec.traits.resolve_trait_name` where it exists; otherwise the name as it is.
-    """
-    from .. import traits
-
-    resolver: Callable[[str, str], str] | None = getattr(traits, "resolve_trait_name", None)
-    return resolver(name, root) if resolver is not None else name
 
 
 def judge_factory(args: argparse.Namespace) -> Callable[[], Judge]:

@@ -6,12 +6,8 @@ import argparse
 import sys
 
 from ..experiments import load_experiment
-from ..render.text import format_vetting
-from ..stages.layout import OutputLayout
-from ..stages.pipeline import CheckedPool, prepare_judge
-from ..stages.vet import vet_trait
-from ..traits import load_trait
-from .settings import judge_settings, trait_name, vet_settings
+from ..stages.preflight import load_traits, prepare_judge
+from .settings import judge_settings, vet_settings
 
 __all__ = ["cmd_vet"]
 
@@ -23,9 +19,14 @@ def cmd_vet(args: argparse.Namespace) -> int:
     settings, the judge (built and checked with one request), and the experiment folder being writable.
     """
     config = load_experiment(args.experiment, args.experiments_root)
-    trait = load_trait(trait_name(args.trait, args.traits_root), args.traits_root)
-    settings = vet_settings(args)
+    (trait,) = load_traits([args.trait], args.traits_root)
     judge = prepare_judge(judge_settings(args))
+    from ..render.text import format_vetting  # these load torch: after the cheap checks
+    from ..stages.layout import OutputLayout
+    from ..stages.pipeline import CheckedPool
+    from ..stages.vet import vet_trait
+
+    settings = vet_settings(args)
     pool = CheckedPool("load_experiment(root=)")
     report = vet_trait(
         trait, config, pool, judge, settings=settings, force=args.force, show_progress=sys.stderr.isatty()

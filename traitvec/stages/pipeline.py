@@ -4,8 +4,8 @@ Each stage skips itself when its outputs exist and their recorded inputs are unc
 interrupted run resumes where it stopped. Everything that can fail cheaply fails before any model
 loads, in this order: the experiments and every trait are loaded and validated; the judge (only
 when vetting or steering will run) is built — so a smoke-test judge says so first — and checked
-with one cheap request (:func:`prepare_judge`); an experiment's folder is checked writable just
-before its model loads (:class:`CheckedPool`). Models load only when a stage must compute
+with one cheap request (:func:`~traitvec.stages.preflight.prepare_judge`); an experiment's folder
+is checked writable just before its model loads (:class:`CheckedPool`). Models load only when a stage must compute
 something, the local judge's model only when something must be scored. ``traitvec run`` and
 ``traitvec extract`` are this function behind flags.
 
@@ -25,33 +25,28 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .. import traits as _traits
-from ..errors import ConfigError, TraitvecError
+from ..errors import ConfigError
 from ..experiments import DEFAULT_EXPERIMENTS_ROOT, ExperimentConfig, load_experiment
-from ..judge import Judge, JudgeSettings, make_judge
 from ..models import LoadedModel, ModelPool
-from ..traits import DEFAULT_TRAITS_ROOT, Trait, load_trait
+from ..traits import DEFAULT_TRAITS_ROOT, Trait
 from .extract import ExtractionResult, ExtractionSettings, extract_trait
 from .layout import ExtractionPaths, OutputLayout
+from .preflight import JudgeSource, check_writable, load_traits, prepare_judge, resolve_trait
 from .resume import read_json
 from .steer import SteeringSettings, run_steering_eval
 from .vet import VetSettings, vet_trait
 
-__all__ = ["TraitRun", "run_pipeline", "load_traits", "resolve_trait", "prepare_judge", "CheckedPool", "check_writable"]
+__all__ = ["TraitRun", "run_pipeline", "load_traits", "resolve_trait", "CheckedPool", "JudgeSource"]
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_STEERING = SteeringSettings()
 """The default of :func:`run_pipeline`'s ``steering``: the protocol's defaults."""
-
-JudgeSource = Judge | JudgeSettings | Callable[[], Judge] | None
-"""A judge, its settings, a function that makes one, or None for :func:`make_judge` (see :func:`prepare_judge`)."""
 
 
 @dataclass
@@ -76,59 +71,6 @@ class TraitRun:
     outputs: dict[str, tuple[Path, ...]] = field(default_factory=dict)
 
 
-def prepare_judge(source: JudgeSource) -> Judge:
-    """The judge ``source`` describes, built now and checked with one cheap request.
-
-    Building it first means its warnings (a smoke-test local judge) come before any other work; a
-    local judge loads its model only when it first scores. The check (``judge.check()``) fails
-    within seconds, naming the URL, when an API judge cannot be reached.
-
-    Args:
-        source: a judge (used as it is), :class:`~traitvec.judge.JudgeSettings` (``.make()``), a
-            function that makes one, or ``None`` for :func:`~traitvec.judge.make_judge`.
-
-    Raises:
-        JudgeError: a bad judge setting, or an unreachable or refusing judge.
-    """
-    if isinstance(source, Judge):
-        judge = source
-    elif isinstance(source, JudgeSettings):
-        judge = source.make()
-    elif source is not None:
-        judge = source()
-    else:
-        judge = make_judge()
-    check = getattr(judge, "check", None)  # the Judge protocol's preflight (judges made before it have none)
-    if callable(check):
-        check()
-    return judge
-
-
-def check_writable(folder: Path, setting: str) -> None:
-    """Refuse an output folder traitvec cannot write in, before any work is spent on its outputs.
-
-    Checks ``folder`` (which exists: it holds ``config.toml``) and its ``extraction/`` and
-    ``steering/`` folders when they exist, by creating and removing an empty file in each.
-
-    Raises:
-        ConfigError: the folder is read-only (or otherwise refuses new files); names ``setting``.
-    """
-    for where in (folder, folder / "extraction", folder / "steering"):
-        if not where.is_dir():
-            continue
-        try:
-            handle, name = tempfile.mkstemp(prefix=".traitvec-write-check-", dir=where)
-            os.close(handle)
-            os.unlink(name)
-        except OSError as err:
-            raise ConfigError(
-                f"cannot write in {where} ({err.strerror or err}): every output of an experiment is written "
-                f"beneath its folder; make it writable, or copy the experiment folder (its config.toml) to a "
-                f"writable {setting}",
-                setting=setting,
-            ) from None
-
-
 class CheckedPool(ModelPool):
     """A :class:`~traitvec.models.ModelPool` that checks an experiment's folder is writable before loading its model.
 
@@ -147,34 +89,6 @@ class CheckedPool(ModelPool):
             check_writable(config.path, self._setting)
             self._checked.add(config.path)
         return super().get(config)
-
-
-def resolve_trait(name: str, root: str | os.PathLike[str] = DEFAULT_TRAITS_ROOT) -> str:
-    """``category/trait`` for a trait name or a trait folder path inside ``root`` (as tab completion gives).
-
-    Uses :func:`traitvec.traits.resolve_trait_name` where it exists; otherwise the name as it is.
-    """
-    resolver: Callable[[str, str | os.PathLike[str]], str] | None = getattr(_traits, "resolve_trait_name", None)
-    return resolver(name, root) if resolver is not None else name
-
-
-def load_traits(traits: Sequence[str | Trait], root: str | os.PathLike[str] = DEFAULT_TRAITS_ROOT) -> list[Trait]:
-    """Load every named trait (Trait objects pass through); one error listing every trait that failed.
-
-    A name may also be the trait's folder inside ``root`` (:func:`resolve_trait`).
-    """
-    loaded, errors = [], []
-    for item in traits:
-        if isinstance(item, Trait):
-            loaded.append(item)
-            continue
-        try:
-            loaded.append(load_trait(resolve_trait(item, root), root))
-        except TraitvecError as err:
-            errors.append(str(err))
-    if errors:
-        raise ConfigError(" | ".join(errors))
-    return loaded
 
 
 def run_pipeline(
@@ -205,8 +119,9 @@ def run_pipeline(
         steering: steering-evaluation settings; ``None`` stops after extraction.
         vetting: scenario-vetting settings; ``None`` skips vetting.
         judge: the judge, its settings, a function that makes it, or ``None`` for
-            :func:`~traitvec.judge.make_judge`; built and checked (:func:`prepare_judge`) before any
-            model loads, and only when vetting or steering will run.
+            :func:`~traitvec.judge.make_judge`; built and checked
+            (:func:`~traitvec.stages.preflight.prepare_judge`) before any model loads, and only when
+            vetting or steering will run.
         vetted_only: extract from the pairs whose both sides passed vetting (needs ``vetting.json``).
         traits_root: folder of ``category/trait`` folders.
         experiments_root: folder of experiment folders.

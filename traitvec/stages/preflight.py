@@ -1,0 +1,132 @@
+"""Checks made before any model loads: the traits load, the judge answers, the output folders can be written.
+
+A command that judges builds its judge first and checks it with one cheap request
+(:func:`prepare_judge`): a smoke-test judge announces itself before any other work, and a judge
+that cannot be reached fails within seconds, naming its URL, instead of after extraction. Each
+judge object is checked once per process, so the command line can check it before it imports
+the heavy stages and :func:`~traitvec.stages.pipeline.run_pipeline` does not ask again. An
+experiment folder is checked writable (:func:`check_writable`) just before a model is loaded to
+compute its outputs (:class:`~traitvec.stages.pipeline.CheckedPool`).
+
+This module imports neither torch nor transformers, so the checks run before those load.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+import weakref
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from .. import traits as _traits
+from ..errors import ConfigError, TraitvecError
+from ..judge import Judge, JudgeSettings, make_judge
+from ..traits import DEFAULT_TRAITS_ROOT, Trait, load_trait
+
+__all__ = ["JudgeSource", "prepare_judge", "check_writable", "load_traits", "resolve_trait"]
+
+JudgeSource = Judge | JudgeSettings | Callable[[], Judge] | None
+"""A judge, its settings, a function that makes one, or None for :func:`~traitvec.judge.make_judge`."""
+
+_checked: weakref.WeakSet[Judge] = weakref.WeakSet()
+
+
+def prepare_judge(source: JudgeSource) -> Judge:
+    """The judge ``source`` describes, built now and checked with one cheap request (once per judge object).
+
+    Building it first means its warnings (a smoke-test local judge) come before any other work; a
+    local judge loads its model only when it first scores. The check (``judge.check()``) fails
+    within seconds, naming the URL, when an API judge cannot be reached; a local judge has nothing
+    to check.
+
+    Args:
+        source: a judge (used as it is), :class:`~traitvec.judge.JudgeSettings` (``.make()``), a
+            function that makes one, or ``None`` for :func:`~traitvec.judge.make_judge`.
+
+    Raises:
+        JudgeError: a bad judge setting, or an unreachable or refusing judge.
+
+    Example:
+        >>> judge = prepare_judge(JudgeSettings(base_url="http://localhost:8000/v1"))
+    """
+    if isinstance(source, Judge):
+        judge = source
+    elif isinstance(source, JudgeSettings):
+        judge = source.make()
+    elif source is not None:
+        judge = source()
+    else:
+        judge = make_judge()
+    if not _was_checked(judge):
+        check = getattr(judge, "check", None)  # the Judge protocol's preflight (judges made before it have none)
+        if callable(check):
+            check()
+        with contextlib.suppress(TypeError):  # a judge that takes no weak reference is checked every time
+            _checked.add(judge)
+    return judge
+
+
+def _was_checked(judge: Judge) -> bool:
+    try:
+        return judge in _checked
+    except TypeError:
+        return False
+
+
+def check_writable(folder: Path, setting: str) -> None:
+    """Refuse an output folder traitvec cannot write in, before any work is spent on its outputs.
+
+    Checks ``folder`` (which exists: it holds ``config.toml``) and its ``extraction/`` and
+    ``steering/`` folders when they exist, by creating and removing an empty file in each.
+
+    Args:
+        folder: an experiment folder.
+        setting: the setting (or argument) that chose the folder, named in the error.
+
+    Raises:
+        ConfigError: the folder is read-only (or otherwise refuses new files).
+    """
+    for where in (folder, folder / "extraction", folder / "steering"):
+        if not where.is_dir():
+            continue
+        try:
+            handle, name = tempfile.mkstemp(prefix=".traitvec-write-check-", dir=where)
+            os.close(handle)
+            os.unlink(name)
+        except OSError as err:
+            raise ConfigError(
+                f"cannot write in {where} ({err.strerror or err}): every output of an experiment is written "
+                f"beneath its folder; make it writable, or copy the experiment folder (its config.toml) to a "
+                f"writable {setting}",
+                setting=setting,
+            ) from None
+
+
+def resolve_trait(name: str, root: str | os.PathLike[str] = DEFAULT_TRAITS_ROOT) -> str:
+    """``category/trait`` for a trait name or a trait folder path inside ``root`` (as tab completion gives).
+
+    Uses :func:`traitvec.traits.resolve_trait_name` where it exists; otherwise the name as it is.
+    """
+    resolver: Callable[[str, str | os.PathLike[str]], str] | None = getattr(_traits, "resolve_trait_name", None)
+    return resolver(name, root) if resolver is not None else name
+
+
+def load_traits(traits: Sequence[str | Trait], root: str | os.PathLike[str] = DEFAULT_TRAITS_ROOT) -> list[Trait]:
+    """Load every named trait (Trait objects pass through); one error listing every trait that failed.
+
+    A name may also be the trait's folder inside ``root`` (:func:`resolve_trait`).
+    """
+    loaded, errors = [], []
+    for item in traits:
+        if isinstance(item, Trait):
+            loaded.append(item)
+            continue
+        try:
+            loaded.append(load_trait(resolve_trait(item, root), root))
+        except TraitvecError as err:
+            errors.append(str(err))
+    if errors:
+        raise ConfigError(" | ".join(errors))
+    return loaded
