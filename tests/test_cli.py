@@ -456,9 +456,11 @@ def test_run_prints_where_steering_outputs_went(
         str(experiments / "tiny/extraction/states/optimism/evaluation.png"),
     ]
     assert printed[3:5] == [str(steering / "results.md"), str(steering / "results.json")]
-    plots = printed[5:]
+    plots, (run_folder,) = printed[5:-1], printed[-1:]
     assert plots and sorted(plots) == sorted(str(p) for p in steering.glob("*.png"))
-    assert str(steering / "trait_coherence.png") in plots
+    assert str(steering / "trait_coherence.png") in plots and str(steering / "projection.png") in plots
+    (key,) = [p.name for p in (steering / "runs").iterdir()]
+    assert run_folder == f"{steering / 'runs' / key}/"
     assert [line.split()[0] for line in lines if not line.startswith("   ")] == ["extraction", "steering"]
 
 

@@ -5,9 +5,10 @@ interrupted run resumes where it stopped. Everything that can fail cheaply fails
 loads, in this order: the experiments and every trait are loaded and validated; the judge (only
 when vetting or steering will run) is built — so a smoke-test judge says so first — and checked
 with one cheap request (:func:`~traitvec.stages.preflight.prepare_judge`); an experiment's folder
-is checked writable just before its model loads (:class:`CheckedPool`). Models load only when a stage must compute
-something, the local judge's model only when something must be scored. ``traitvec run`` and
-``traitvec extract`` are this function behind flags.
+is checked writable just before its model loads (:class:`CheckedPool`). Models load only when a
+stage must compute something, the local judge's model only when something must be scored.
+``traitvec run`` and ``traitvec extract`` are this function behind flags; each
+:class:`TraitRun` says where its outputs went.
 
 Example:
     >>> import traitvec as tv
@@ -35,7 +36,7 @@ from ..experiments import DEFAULT_EXPERIMENTS_ROOT, ExperimentConfig, load_exper
 from ..models import LoadedModel, ModelPool
 from ..traits import DEFAULT_TRAITS_ROOT, Trait
 from .extract import ExtractionResult, ExtractionSettings, extract_trait
-from .layout import ExtractionPaths, OutputLayout
+from .layout import STEERING_FILES, ExtractionPaths, OutputLayout
 from .preflight import JudgeSource, check_writable, load_traits, prepare_judge, resolve_trait
 from .resume import read_json
 from .steer import SteeringSettings, run_steering_eval
@@ -146,13 +147,14 @@ def run_pipeline(
     for trait in loaded_traits:
         run = TraitRun(trait.name)
         paths = layout.extraction(trait.name)
+        model_key = pool.model_key(config)  # before vetting loads the model: the key vetting records
         if vetting is not None:
             assert the_judge is not None
             run.vetting = vet_trait(
                 trait, config, pool, the_judge, settings=vetting, force=force, show_progress=show_progress
             )
         run.extraction = extract_trait(
-            _vetted(trait, paths) if vetted_only else trait,
+            _vetted(trait, paths, model_key) if vetted_only else trait,
             config.path,
             lambda: pool.get(config),
             settings=settings,
@@ -187,8 +189,10 @@ def _outputs(run: TraitRun, layout: OutputLayout, steer_layout: OutputLayout | N
         found["extraction"] = (paths.vectors_dir, paths.evaluation_json, paths.evaluation_png)
     if run.steering is not None and steer_layout is not None:
         steering = steer_layout.steering(run.trait)
-        plots = sorted(steering.folder.glob("*.png"))
-        found["steering"] = (steering.results_md, steering.results_json, *plots)
+        plots = [steering.folder / name for name in STEERING_FILES if name.endswith(".png")]
+        run_folder = run.steering.get("run_folder")  # the run's own folder, of which these are a copy
+        extra = (steering.folder / run_folder,) if isinstance(run_folder, str) else ()
+        found["steering"] = (steering.results_md, steering.results_json, *plots, *extra)
     return {stage: tuple(p for p in files if p.exists()) for stage, files in found.items()}
 
 
@@ -200,8 +204,8 @@ def _extraction_settings(extraction: ExtractionSettings | None, config: Experime
     return extraction
 
 
-def _vetted(trait: Trait, paths: ExtractionPaths) -> Trait:
-    """The pairs of ``trait`` whose both sides passed vetting, as recorded in ``vetting.json``."""
+def _vetted(trait: Trait, paths: ExtractionPaths, model_key: dict[str, Any]) -> Trait:
+    """The pairs of ``trait`` whose both sides passed vetting on this model, as recorded in ``vetting.json``."""
     path = paths.vetting_json
     data = read_json(path)
     if data is None:
@@ -213,6 +217,13 @@ def _vetted(trait: Trait, paths: ExtractionPaths) -> Trait:
     if data.get("trait_hash") != trait.files_hash:
         raise ConfigError(
             f"{path} was made from other trait files; rerun vetting (run_pipeline(vetting=))",
+            setting="run_pipeline(vetting=)",
+        )
+    if data.get("model_key") != model_key:
+        made_on = (data.get("model") or {}).get("name", "an unrecorded model")
+        raise ConfigError(
+            f"{path} was vetted on another model than the experiment's model now (it names {made_on}, and its "
+            "model key differs or is missing); rerun vetting on this model (run_pipeline(vetting=))",
             setting="run_pipeline(vetting=)",
         )
     keep = [i for i, ok in enumerate(data["pair_passed"]) if ok]
