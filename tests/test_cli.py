@@ -358,7 +358,8 @@ def test_help_explains_steer_flags_and_run_does_not_promise_vetting(capsys) -> N
     assert "--vet also run scenario vetting first (off by default" in run
 
 
-def test_export_gguf_refuses_a_folder_as_out(tmp_path: Path, capsys) -> None:
+def small_vector(folder: Path) -> Path:
+    """A mean-difference vector at layers 0 and 1 (width 8), saved under ``folder``."""
     import torch
 
     from traitvec.capture import Activations
@@ -374,7 +375,11 @@ def test_export_gguf_refuses_a_folder_as_out(tmp_path: Path, capsys) -> None:
         trait_hash="h",
         lines=(1, 2, 3, 4),
     )
-    path = MeanDiff().fit(acts).save(tmp_path / "vectors")
+    return MeanDiff().fit(acts).save(folder)
+
+
+def test_export_gguf_refuses_a_folder_as_out(tmp_path: Path, capsys) -> None:
+    path = small_vector(tmp_path / "vectors")
     out = tmp_path / "exports"
     out.mkdir()
     for given in (str(out), str(tmp_path / "new") + "/"):
@@ -559,3 +564,20 @@ def test_a_full_disk_is_one_line_and_leaves_every_finished_file_intact(
         assert after == before  # nothing half-written, no temporary file left behind
         assert main(extract_argv(experiments)) == 0  # and a rerun with space again works
     shutil.rmtree(disk, ignore_errors=True)
+
+
+def test_steer_refuses_a_layer_the_vector_lacks_before_the_model_loads(
+    tmp_path: Path, tiny_model: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    import traitvec.models
+
+    def no_load(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the model was loaded")
+
+    experiments = experiment(tmp_path / "experiments", tiny_model)
+    vector = small_vector(tmp_path / "vectors")
+    monkeypatch.setattr(traitvec.models, "load_model", no_load)
+    argv = ["steer", "--experiment", "tiny", "--experiments-root", str(experiments), "--vector", str(vector)]
+    assert main([*argv, "--layer", "7", "--coefficient", "1", "Why?"]) == 2
+    (line,) = errors(capsys)
+    assert "has no layer 7; it has layers [0, 1]" in line

@@ -46,6 +46,7 @@ def cmd_steer(args: argparse.Namespace) -> int:
 
     config = load_experiment(args.experiment, args.experiments_root)
     vector = TraitVector.load(args.vector)
+    vector.direction(args.layer)  # a layer the vector lacks fails before the model loads
     loaded = load_model(config)
     vector.check_model(loaded)
     scale: Scale = "absolute" if args.absolute else "spread"
