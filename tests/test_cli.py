@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import NEGATIVE, POSITIVE, ROOT, STEERING, write_trait
+from conftest import DEFINITION, NEGATIVE, POSITIVE, ROOT, STEERING, write_trait
 
 from traitvec.cli import main
 
@@ -581,3 +581,73 @@ def test_steer_refuses_a_layer_the_vector_lacks_before_the_model_loads(
     assert main([*argv, "--layer", "7", "--coefficient", "1", "Why?"]) == 2
     (line,) = errors(capsys)
     assert "has no layer 7; it has layers [0, 1]" in line
+
+
+# --------------------------------------------------------------------------------------------
+# the judge: checked and announced before any model work, its model loaded only to score
+
+
+def test_the_smoke_test_warning_comes_first_and_a_current_rerun_loads_no_model(
+    tmp_path: Path, tiny_model: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    import traitvec.models
+
+    experiments = experiment(tmp_path / "experiments", tiny_model)
+    for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("TRAITVEC_CACHE", str(tmp_path / "cache"))
+    argv = ["run", *extract_argv(experiments)[1:], "--local-judge", str(tiny_model)]
+    argv += ["--questions", "2", "--search-steps", "1", "--max-new-tokens", "4"]
+    loads: list[str] = []
+    real = traitvec.models.load_model
+
+    def counted(spec, **kwargs):
+        loads.append(str(getattr(spec, "model", spec)))
+        return real(spec, **kwargs)
+
+    monkeypatch.setattr(traitvec.models, "load_model", counted)
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert err.index("SMOKE TEST") < err.index("loading ")  # announced before the first model loads
+    assert loads  # the first run loads models: the experiment's, and the judge's when it scores
+    loads.clear()
+    assert main(argv) == 0  # everything current
+    assert loads == []
+    assert "SMOKE TEST" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------------------------
+# naming traits: a category, a folder path
+
+
+def test_a_category_named_as_a_trait_says_so_and_lists_its_traits(trait_root: Path, capsys) -> None:
+    write_trait(trait_root, "test/hope", POSITIVE, NEGATIVE, definition=DEFINITION, steering=STEERING)
+    where = ["--traits-root", str(trait_root), "--experiments-root", str(ROOT / "experiments")]
+    for argv in (
+        ["traits", "--traits-root", str(trait_root), "test"],
+        ["extract", "--experiment", "gemma-3-270m", "--traits", "test", *where],
+        ["vet", "--experiment", "gemma-3-270m", "--trait", "test", *where],
+    ):
+        assert status(argv) == 2, argv
+        (line,) = [x for x in errors(capsys) if "category" in x]
+        assert "test/hope" in line and "test/optimism" in line and "positive.txt" not in line, line
+
+
+def test_a_trait_folder_path_is_accepted_wherever_a_trait_is(
+    tmp_path: Path, trait_root: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    from traitvec.cli import build_parser
+    from traitvec.stages.preflight import load_traits
+
+    monkeypatch.chdir(trait_root.parent)
+    for given in (str(trait_root / "test/optimism"), "traits/test/optimism/", "./traits/test/optimism"):
+        (trait,) = load_traits([given], "traits")
+        assert trait.name == "test/optimism"
+        assert main(["traits", "--traits-root", "traits", given]) == 0
+        assert "test/optimism" in capsys.readouterr().out
+        args = build_parser().parse_args(["extract", "--experiment", "e", "--traits", given])
+        assert load_traits(args.traits, "traits")[0].name == "test/optimism"
+    outside = tmp_path / "elsewhere" / "x"
+    write_trait(tmp_path / "elsewhere", "x", POSITIVE, NEGATIVE)
+    assert main(["traits", "--traits-root", "traits", str(outside)]) == 2
+    assert len(errors(capsys)) == 1

@@ -476,7 +476,9 @@ def test_runs_with_other_settings_keep_their_own_folders_and_are_listed(world: P
         assert mirrored == quick.steering and mirrored["run_folder"] == f"runs/{quick.steering['inputs_key']}"
         kept = json.loads((folder / long.steering["run_folder"] / "results.json").read_text())
         assert kept == long.steering and len(kept["questions"]) == 3  # the quick run did not wipe it
-        assert (folder / "heatmap.png").read_bytes() == (folder / quick.steering["run_folder"] / "heatmap.png").read_bytes()
+        assert (folder / "heatmap.png").read_bytes() == (
+            folder / quick.steering["run_folder"] / "heatmap.png"
+        ).read_bytes()
         runs = list_runs(OutputLayout(world / "experiments" / name), "test/optimism")
         assert [(r.key, r.latest, r.n_questions) for r in runs] == [
             (long.steering["inputs_key"], False, 3),
@@ -500,7 +502,9 @@ def test_runs_with_other_settings_keep_their_own_folders_and_are_listed(world: P
         assert sorted(fold["tune"] + fold["test"]) == [0, 1, 2]
         chosen = fold["chosen"]
         pooled += [trait[chosen["round"], q] - trait[0, q] for q in fold["test"]]
-    assert results["selection"]["folds"] == [{"tune": f["tune"], "test": f["test"]} for f in results["held_out"]["folds"]]
+    assert results["selection"]["folds"] == [
+        {"tune": f["tune"], "test": f["test"]} for f in results["held_out"]["folds"]
+    ]
     assert results["held_out"]["trait_gain"] == pytest.approx(sum(pooled) / len(pooled))
     assert results["held_out"]["n_questions"] == 3
 

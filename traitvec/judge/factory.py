@@ -107,7 +107,7 @@ def make_judge(
 
 
 def _deferred_local_judge(name: str, cache_path: CachePath) -> Judge:
-    """A local judge that loads ``name`` when it first scores, when its fingerprint is known without loading it."""
+    """A local judge that loads ``name`` when it first scores (its fingerprint, which keys it, is known before)."""
     from pathlib import Path
 
     from ..experiments import ExperimentConfig
@@ -116,9 +116,7 @@ def _deferred_local_judge(name: str, cache_path: CachePath) -> Judge:
 
     pool = ModelPool()
     config = ExperimentConfig(name="local-judge", path=Path.cwd(), model=name)
-    fingerprint = pool.fingerprint(config)
-    if fingerprint is None:  # nothing but loading can tell (a hub id, with this ModelPool): load now
-        return LocalJudge(pool.get(config), cache_path=cache_path)
+    fingerprint = pool.fingerprint(config)  # loads the model only when nothing cheaper can tell (a hub id)
     return LocalJudge(lambda: pool.get(config), model_name=name, fingerprint=fingerprint, cache_path=cache_path)
 
 

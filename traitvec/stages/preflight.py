@@ -20,10 +20,9 @@ import weakref
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from .. import traits as _traits
 from ..errors import ConfigError, TraitvecError
 from ..judge import Judge, JudgeSettings, make_judge
-from ..traits import DEFAULT_TRAITS_ROOT, Trait, load_trait
+from ..traits import DEFAULT_TRAITS_ROOT, Trait, load_trait, resolve_trait_name
 
 __all__ = ["JudgeSource", "prepare_judge", "check_writable", "load_traits", "resolve_trait"]
 
@@ -107,10 +106,10 @@ def check_writable(folder: Path, setting: str) -> None:
 def resolve_trait(name: str, root: str | os.PathLike[str] = DEFAULT_TRAITS_ROOT) -> str:
     """``category/trait`` for a trait name or a trait folder path inside ``root`` (as tab completion gives).
 
-    Uses :func:`traitvec.traits.resolve_trait_name` where it exists; otherwise the name as it is.
+    :func:`traitvec.traits.resolve_trait_name`; a category named instead of a trait is refused when
+    the trait is loaded, with the category's traits listed.
     """
-    resolver: Callable[[str, str | os.PathLike[str]], str] | None = getattr(_traits, "resolve_trait_name", None)
-    return resolver(name, root) if resolver is not None else name
+    return resolve_trait_name(name, root)
 
 
 def load_traits(traits: Sequence[str | Trait], root: str | os.PathLike[str] = DEFAULT_TRAITS_ROOT) -> list[Trait]:
