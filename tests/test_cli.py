@@ -587,6 +587,51 @@ def test_steer_refuses_a_layer_the_vector_lacks_before_the_model_loads(
 # the judge: checked and announced before any model work, its model loaded only to score
 
 
+DEAD_JUDGE = "http://127.0.0.1:9/v1"  # nothing listens on port 9: connection refused, no network needed
+
+
+def test_an_unreachable_judge_stops_run_and_vet_before_any_model_loads(
+    tmp_path: Path, tiny_model: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    import traitvec.models
+
+    def no_load(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a model was loaded before the judge was checked")
+
+    experiments = experiment(tmp_path / "experiments", tiny_model)
+    monkeypatch.setattr(traitvec.models, "load_model", no_load)
+    monkeypatch.setenv("TRAITVEC_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    run = ["run", *extract_argv(experiments)[1:]]
+    vet = ["vet", "--experiment", "tiny", "--trait", "states/optimism", "--traits-root", str(TRAITS)]
+    vet += ["--experiments-root", str(experiments)]
+    for argv in (run, run + ["--vet"], vet):
+        assert main([*argv, "--judge-base-url", DEAD_JUDGE]) == 2, argv
+        (line,) = errors(capsys)
+        assert f"judge at {DEAD_JUDGE} is unreachable" in line and KEY not in line, line
+    assert [p.name for p in (experiments / "tiny").iterdir()] == ["config.toml"]  # extraction never started
+
+
+def test_a_trait_without_a_rubric_is_refused_before_steering_starts(
+    tmp_path: Path, tiny_model: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    import traitvec.models
+
+    def no_load(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a model was loaded for a trait the judge cannot score")
+
+    bare = {"questions": STEERING["questions"]}  # no eval_prompt, and no definition.txt
+    write_trait(tmp_path / "traits", "c/bare", POSITIVE, NEGATIVE, steering=bare)
+    experiments = experiment(tmp_path / "experiments", tiny_model)
+    monkeypatch.setattr(traitvec.models, "load_model", no_load)
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    argv = ["run", "--experiment", "tiny", "--traits", "c/bare", "--traits-root", str(tmp_path / "traits")]
+    argv += ["--experiments-root", str(experiments), "--judge-base-url", DEAD_JUDGE]
+    assert main(argv) == 2
+    (line,) = errors(capsys)
+    assert "trait c/bare has no definition.txt and no eval_prompt" in line  # named before the judge is asked
+
+
 def test_the_smoke_test_warning_comes_first_and_a_current_rerun_loads_no_model(
     tmp_path: Path, tiny_model: Path, monkeypatch: pytest.MonkeyPatch, capsys
 ) -> None:

@@ -24,6 +24,13 @@ from traitvec.judge.testing import JudgeServer, KeywordResponder
 KEY = "sk-test-SECRET-pipeline-4242"
 
 
+def scored(requests: list[dict]) -> int:
+    """How many requests asked for a score (every command also sends one preflight check first)."""
+    from traitvec.judge._preflight import CHECK_PROMPT
+
+    return sum(r["messages"][-1]["content"] != CHECK_PROMPT for r in requests)
+
+
 @pytest.fixture
 def judge_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
     with JudgeServer(KeywordResponder()) as server:
@@ -89,16 +96,18 @@ def test_pipeline_end_to_end_on_a_tiny_model(judge_env, tiny_experiments: Path, 
     assert floor["effective"] == (70 if base_coherence >= 70 else pytest.approx(base_coherence - 10))
     for run in results["runs"]:
         assert run["coherent"] == (run["coherence"]["mean"] >= floor["effective"])
-    for name in ("results.md", "trait_coherence.png", "heatmap.png"):
-        assert (folder / "steering/states/optimism" / name).stat().st_size > 0
+    steering = folder / "steering/states/optimism"
+    for name in ("results.md", "trait_coherence.png", "heatmap.png", "projection.png"):
+        assert (steering / name).read_bytes() == (steering / results["run_folder"] / name).read_bytes() != b""
+    assert json.loads((steering / results["run_folder"] / "results.json").read_text()) == results
     assert (folder / "extraction/states/optimism/vectors/mean-diff-prefill-mean.safetensors").is_file()
     written = [p for p in folder.rglob("*") if p.is_file()] + list((Path(os.environ["TRAITVEC_CACHE"])).rglob("*"))
     for path in written:
         if path.is_file():
             assert KEY.encode() not in path.read_bytes(), path
-    requests = len(judge_env.requests)
+    requests, sent = scored(judge_env.requests), len(judge_env.requests)
     assert main(run_args(tiny_experiments, traits_root, "states/optimism")) == 0  # everything current
-    assert len(judge_env.requests) == requests
+    assert scored(judge_env.requests) == requests and len(judge_env.requests) == sent + 1  # the check alone
 
 
 def test_vetting_end_to_end_and_vetted_only_extraction(judge_env, tiny_experiments: Path, capsys) -> None:
@@ -247,9 +256,9 @@ def test_run_pipeline_from_python_with_settings_objects(tiny_experiments: Path) 
             )
 
         (first,) = run()
-        requests = len(server.requests)
+        requests = scored(server.requests)
         (again,) = run()  # everything current: nothing recomputed, nothing judged again
-        assert len(server.requests) == requests > 0 and made == [1, 1]
+        assert scored(server.requests) == requests > 0 and made == [1, 1]
     assert isinstance(first, tv.TraitRun) and first.trait == "states/optimism" and first.vetting is None
     assert first.extraction is not None and again.extraction is not None
     folder = tiny_experiments / experiment

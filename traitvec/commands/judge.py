@@ -27,7 +27,7 @@ def cmd_judge(args: argparse.Namespace) -> int:
     retries; a misconfiguration raises :class:`~traitvec.errors.JudgeError` (exit status 2).
     """
     (trait,) = load_traits([args.trait], args.traits_root)
-    judge = prepare_judge(judge_from_args(args))
+    judge = prepare_judge(judge_from_args(args), [trait])
     trait_score = judge.score_trait(trait, [args.question], [args.answer])[0]
     coherence = judge.score_coherence([args.question], [args.answer])[0]
     info = judge.describe()

@@ -35,7 +35,7 @@ def _run(args: argparse.Namespace, *, steering: bool, vetting: bool) -> list[Tra
     if steering:
         steer_config = load_experiment(args.steer_experiment or args.experiment, args.experiments_root)
     traits = load_traits(args.traits, args.traits_root)
-    judge = prepare_judge(judge_settings(args)) if steering or vetting else None
+    judge = prepare_judge(judge_settings(args), traits if steering else ()) if steering or vetting else None
     from ..stages.pipeline import run_pipeline  # loads torch: after the cheap checks
     from ..stages.vet import VetSettings
 

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Literal, NoReturn
 from urllib.parse import urlsplit
 
 from ..errors import JudgeError
-from ._http import strip_userinfo
+from ._secrets import strip_userinfo
 from .base import Judge
 
 if TYPE_CHECKING:
@@ -61,8 +61,8 @@ def make_judge(
         api_key: API key (default ``$OPENAI_API_KEY``); never written or logged.
         local: a model name (embedded, hub id or folder), a :class:`~traitvec.models.LoadedModel`,
             or True for ``smollm2-135m-instruct``.
-        cache_path: score cache file; ``None`` for the default, ``False`` (or the strings ``"off"``,
-            ``"none"``) for none.
+        cache_path: score cache file, for the API judge and the local judge alike; ``None`` for the
+            default, ``False`` (or the strings ``"off"``, ``"none"``) for none.
         concurrency: API requests in flight.
         text_mode: ask the API judge for a written number instead of logprobs (for judge models whose
             tokenizer writes numbers digit by digit).
@@ -100,24 +100,24 @@ def make_judge(
         reason,
         name,
     )
-    cache = False if cache_path is None else cache_path
     if isinstance(local, LoadedModel):
-        return LocalJudge(local, cache_path=cache)
-    return _deferred_local_judge(name, cache)
+        return LocalJudge(local, cache_path=cache_path)
+    return _deferred_local_judge(name, cache_path)
 
 
 def _deferred_local_judge(name: str, cache_path: CachePath) -> Judge:
-    """A local judge that loads ``name`` when it first scores (its fingerprint, which keys it, is known before)."""
+    """A local judge that loads ``name`` when it first scores (the model key, which keys its scores, known before)."""
     from pathlib import Path
 
     from ..experiments import ExperimentConfig
     from ..models import ModelPool
+    from ._deferred import DeferredModel
     from .local import LocalJudge
 
     pool = ModelPool()
     config = ExperimentConfig(name="local-judge", path=Path.cwd(), model=name)
-    fingerprint = pool.fingerprint(config)  # loads the model only when nothing cheaper can tell (a hub id)
-    return LocalJudge(lambda: pool.get(config), model_name=name, fingerprint=fingerprint, cache_path=cache_path)
+    model_key = pool.model_key(config)  # loads the model only when nothing cheaper can tell (a hub id not cached)
+    return LocalJudge(DeferredModel(name, model_key, lambda: pool.get(config)), cache_path=cache_path)
 
 
 def _cache_arg(value: CachePath) -> CachePath:

@@ -11,6 +11,10 @@ is then one more pass that appends all its digit-token nodes to that cache at on
 see only its prompt and its own ancestors (tree attention), so a score costs about one prompt pass
 and no cache is ever copied.
 
+Scores are cached in the same SQLite file as the API judge's (``cache_dir()/judge-cache.sqlite``
+by default), keyed by the model's fingerprint, dtype and chat-template use, the scoring settings and
+the full prompt: scoring the same answers again makes no forward pass.
+
 A 135M-parameter judge cannot rate traits reliably: scores from it are a smoke test of the
 pipeline, not a measurement (``smoke_test`` is True and :func:`~traitvec.judge.make_judge` says so
 loudly).
@@ -21,19 +25,22 @@ from __future__ import annotations
 import asyncio
 import copy
 import inspect
+import json
 import logging
 import os
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
 
+from .._io import sha256_text
 from ..batching import pad_batch
 from ..errors import JudgeError
 from ..models import LoadedModel
+from ._deferred import DeferredModel
 from .base import BaseJudge
 from .cache import cache_key, default_cache_path
 from .digits import MAX_LEVELS, DigitVocab, expected_score, may_extend, number_distribution
@@ -51,21 +58,17 @@ class LocalJudge(BaseJudge):
     """A judge that reads scores from an in-process model's next-token distributions (a smoke test).
 
     Args:
-        loaded: the model (e.g. ``load_model("smollm2-135m-instruct")``), or a function that loads
-            it, called when the judge first scores (then ``model_name`` and ``fingerprint`` are
-            needed up front: they name the judge and key its cache).
+        loaded: the model (e.g. ``load_model("smollm2-135m-instruct")``), or a
+            :class:`~traitvec.judge._deferred.DeferredModel` that loads when the judge first scores.
         min_mass: abstain when the probability of writing a number 0–100 is below this.
         batch_size: prompts per forward pass.
         prune: tree branches less likely than this are not expanded.
-        cache_path: SQLite score cache (keyed by the model's fingerprint); ``False`` (default) for
-            none, ``None`` for the default file.
+        cache_path: SQLite score cache (keyed by the model's fingerprint); ``None`` (default) for
+            the default file ``cache_dir()/judge-cache.sqlite``, ``False`` for none.
         answer_prefix: text put at the start of the model's reply, so that the next tokens are the
             number (small chat models otherwise open with ``"The"`` or ``"["``).
         vocab: the tokens that spell numbers (default: every digit token of the tokenizer).
         show_progress: show a progress bar over batches (tqdm).
-        model_name: the model's name, when ``loaded`` is a function.
-        fingerprint: the model's fingerprint, when ``loaded`` is a function (must be what the loaded
-            model reports).
 
     :meth:`usage` counts forward passes (``forward_passes``), prompt tokens, cache hits and outcomes.
 
@@ -81,54 +84,38 @@ class LocalJudge(BaseJudge):
 
     def __init__(
         self,
-        loaded: LoadedModel | Callable[[], LoadedModel],
+        loaded: LoadedModel | DeferredModel,
         *,
         min_mass: float = 0.25,
         batch_size: int = 8,
         prune: float = 1e-3,
-        cache_path: str | os.PathLike[str] | Literal[False] | None = False,
+        cache_path: str | os.PathLike[str] | Literal[False] | None = None,
         answer_prefix: str = "Score:",
         vocab: DigitVocab | None = None,
         show_progress: bool = False,
-        model_name: str | None = None,
-        fingerprint: str | None = None,
     ) -> None:
-        if isinstance(loaded, LoadedModel):
-            model_name, fingerprint = loaded.name, loaded.fingerprint
-        elif model_name is None or fingerprint is None:
-            raise JudgeError("LocalJudge(loaded=) given as a function needs model_name= and fingerprint= as well")
         if not 0.0 <= min_mass <= 1.0:
             raise JudgeError(f"LocalJudge min_mass={min_mass!r} is invalid; expected a number in [0, 1]")
         if batch_size < 1:
             raise JudgeError(f"LocalJudge batch_size={batch_size!r} is invalid; expected a positive integer")
         path = None if cache_path is False else Path(cache_path) if cache_path is not None else default_cache_path()
-        super().__init__(f"local:{model_name}", cache_path=path)
-        self.model_name: str = model_name
-        self.fingerprint: str = fingerprint
-        self._loaded: LoadedModel | None = loaded if isinstance(loaded, LoadedModel) else None
-        self._load: Callable[[], LoadedModel] | None = None if isinstance(loaded, LoadedModel) else loaded
+        super().__init__(f"local:{loaded.name}", cache_path=path)
+        self._model = loaded if isinstance(loaded, DeferredModel) else DeferredModel.of(loaded)
+        self.fingerprint: str = str(self._model.identity["fingerprint"])
         self.min_mass = float(min_mass)
         self.batch_size = int(batch_size)
         self.prune = float(prune)
         self.answer_prefix = answer_prefix
         self._vocab: DigitVocab | None = vocab
+        self._custom_vocab = None if vocab is None else _vocab_digest(vocab)
         self.show_progress = show_progress
 
     # ------------------------------------------------------------------ public
 
     @property
     def loaded(self) -> LoadedModel:
-        """The judge's model, loaded now if it was given as a function."""
-        if self._loaded is None:
-            assert self._load is not None
-            loaded = self._load()
-            if loaded.fingerprint != self.fingerprint:
-                raise JudgeError(
-                    f"the local judge model {self.model_name!r} loaded with fingerprint {loaded.fingerprint}, not "
-                    f"the {self.fingerprint} it was keyed by; its files changed while traitvec ran: rerun"
-                )
-            self._loaded = loaded
-        return self._loaded
+        """The judge's model (loaded now when it was deferred)."""
+        return self._model.get()
 
     def score_prompts(self, prompts: Sequence[JudgePrompt]) -> list[JudgeScore]:
         """Score ready-made prompts, in order (batched forward passes, cache first)."""
@@ -176,7 +163,7 @@ class LocalJudge(BaseJudge):
             "class": type(self).__name__,
             "name": self.name,
             "mode": "local",
-            "model": self.model_name,
+            "model": self._model.name,
             "fingerprint": self.fingerprint,
             "base_url_host": None,
             "min_mass": self.min_mass,
@@ -189,13 +176,25 @@ class LocalJudge(BaseJudge):
         }
 
     def __repr__(self) -> str:
-        return f"LocalJudge(model={self.model_name!r}, batch_size={self.batch_size}, smoke_test=True)"
+        return f"LocalJudge(model={self._model.name!r}, batch_size={self.batch_size}, smoke_test=True)"
 
     # ------------------------------------------------------------------ internals
 
+    def _key_settings(self) -> dict[str, Any]:
+        """What changes this judge's scores: the model and how it reads prompts, and the scoring settings."""
+        return {"mode": "local", "host": None, **self._params()}
+
+    def _params(self) -> dict[str, Any]:
+        params: dict[str, Any] = {"mode": "local", "min_mass": self.min_mass, "prune": self.prune,
+                                  "prefix": self.answer_prefix}  # fmt: skip
+        identity = self._model.identity
+        params.update(model=self.fingerprint, dtype=identity["dtype"], chat_template=identity["chat_template"])
+        if self._custom_vocab is not None:
+            params["vocab"] = self._custom_vocab
+        return params
+
     def _key(self, prompt: JudgePrompt) -> str:
-        params = {"mode": "local", "min_mass": self.min_mass, "prune": self.prune, "prefix": self.answer_prefix}
-        return cache_key(f"{self.name}@{self.fingerprint}", prompt.text, params)
+        return cache_key(f"{self.name}@{self.fingerprint}", prompt.text, self._params())
 
     def _score(self, prompt: JudgePrompt, dist: Mapping[int, float]) -> JudgeScore:
         score, mass = expected_score(dist)
@@ -341,6 +340,12 @@ class LocalJudge(BaseJudge):
                         nodes[requests[k]] = (cache, j)
         root.nodes = nodes  # only the latest level's caches are kept
         return [o if o is not None else {} for o in out]
+
+
+def _vocab_digest(vocab: DigitVocab) -> str:
+    """A hash of a hand-given digit vocabulary (it changes which numbers the judge can write)."""
+    parts = [sorted(vocab.first.items()), sorted(vocab.cont.items()), sorted(vocab.lead.items())]
+    return sha256_text(json.dumps(parts))
 
 
 def _select_rows(cache: Any, rows: torch.Tensor) -> Any:

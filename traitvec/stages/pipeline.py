@@ -140,7 +140,11 @@ def run_pipeline(
         steer_config = chosen if isinstance(chosen, ExperimentConfig) else load_experiment(chosen, experiments_root)
     loaded_traits = load_traits(traits, traits_root)
     settings = _extraction_settings(extraction, config)
-    the_judge = prepare_judge(judge) if vetting is not None or steering is not None else None
+    the_judge = (
+        prepare_judge(judge, loaded_traits if steering is not None else ())
+        if vetting is not None or steering is not None
+        else None
+    )
     pool = CheckedPool()
     layout = OutputLayout(config.path)
     runs = []
@@ -221,7 +225,7 @@ def _vetted(trait: Trait, paths: ExtractionPaths, model_key: Callable[[], dict[s
             f"{path} was made from other trait files; rerun vetting (run_pipeline(vetting=))",
             setting="run_pipeline(vetting=)",
         )
-    if data.get("model_key") != model_key():
+    if data.get("model_key") != model_key():  # after the file checks: a missing file is named before any hub lookup
         made_on = (data.get("model") or {}).get("name", "an unrecorded model")
         raise ConfigError(
             f"{path} was vetted on another model than the experiment's model now (it names {made_on}, and its "

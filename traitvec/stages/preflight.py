@@ -3,8 +3,8 @@
 A command that judges builds its judge first and checks it with one cheap request
 (:func:`prepare_judge`): a smoke-test judge announces itself before any other work, and a judge
 that cannot be reached fails within seconds, naming its URL, instead of after extraction. Each
-judge object is checked once per process, so the command line can check it before it imports
-the heavy stages and :func:`~traitvec.stages.pipeline.run_pipeline` does not ask again. An
+API judge sends its check request once, so the command line can check it before it imports the
+heavy stages and :func:`~traitvec.stages.pipeline.run_pipeline` does not ask again. An
 experiment folder is checked writable (:func:`check_writable`) just before a model is loaded to
 compute its outputs (:class:`~traitvec.stages.pipeline.CheckedPool`).
 
@@ -13,15 +13,14 @@ This module imports neither torch nor transformers, so the checks run before tho
 
 from __future__ import annotations
 
-import contextlib
 import os
 import tempfile
-import weakref
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from ..errors import ConfigError, TraitvecError
 from ..judge import Judge, JudgeSettings, make_judge
+from ..judge.prompts import trait_template
 from ..traits import DEFAULT_TRAITS_ROOT, Trait, load_trait, resolve_trait_name
 
 __all__ = ["JudgeSource", "prepare_judge", "check_writable", "load_traits", "resolve_trait"]
@@ -29,26 +28,27 @@ __all__ = ["JudgeSource", "prepare_judge", "check_writable", "load_traits", "res
 JudgeSource = Judge | JudgeSettings | Callable[[], Judge] | None
 """A judge, its settings, a function that makes one, or None for :func:`~traitvec.judge.make_judge`."""
 
-_checked: weakref.WeakSet[Judge] = weakref.WeakSet()
 
-
-def prepare_judge(source: JudgeSource) -> Judge:
-    """The judge ``source`` describes, built now and checked with one cheap request (once per judge object).
+def prepare_judge(source: JudgeSource, scored: Sequence[Trait] = ()) -> Judge:
+    """The judge ``source`` describes, built now, with a rubric for the ``scored`` traits, checked with one request.
 
     Building it first means its warnings (a smoke-test local judge) come before any other work; a
-    local judge loads its model only when it first scores. The check (``judge.check()``) fails
-    within seconds, naming the URL, when an API judge cannot be reached; a local judge has nothing
-    to check.
+    local judge loads its model only when it first scores. A trait it will score that has no rubric
+    (no ``definition.txt``, no ``eval_prompt``) is refused next, and ``judge.check()`` fails within
+    seconds, naming the URL, when an API judge cannot be reached (an API judge sends its check
+    request once; a local judge only checks its score cache).
 
     Args:
         source: a judge (used as it is), :class:`~traitvec.judge.JudgeSettings` (``.make()``), a
             function that makes one, or ``None`` for :func:`~traitvec.judge.make_judge`.
+        scored: the traits whose trait scores it will give (steering, ``traitvec judge``; vetting
+            scores continuations, which need no rubric).
 
     Raises:
-        JudgeError: a bad judge setting, or an unreachable or refusing judge.
+        JudgeError: a bad judge setting, a trait without a rubric, or an unreachable or refusing judge.
 
     Example:
-        >>> judge = prepare_judge(JudgeSettings(base_url="http://localhost:8000/v1"))
+        >>> judge = prepare_judge(JudgeSettings(base_url="http://localhost:8000/v1"), [trait])
     """
     if isinstance(source, Judge):
         judge = source
@@ -58,20 +58,10 @@ def prepare_judge(source: JudgeSource) -> Judge:
         judge = source()
     else:
         judge = make_judge()
-    if not _was_checked(judge):
-        check = getattr(judge, "check", None)  # the Judge protocol's preflight (judges made before it have none)
-        if callable(check):
-            check()
-        with contextlib.suppress(TypeError):  # a judge that takes no weak reference is checked every time
-            _checked.add(judge)
+    for trait in scored:
+        trait_template(trait)  # raises JudgeError naming the trait's folder
+    judge.check()
     return judge
-
-
-def _was_checked(judge: Judge) -> bool:
-    try:
-        return judge in _checked
-    except TypeError:
-        return False
 
 
 def check_writable(folder: Path, setting: str) -> None:
