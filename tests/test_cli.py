@@ -229,6 +229,7 @@ def test_every_invalid_numeric_flag_is_reported_in_one_line_before_anything_load
     argv = ["run", "--experiment", "nope", "--traits", "a/b", "--questions", "0", "--samples", "-18"]
     argv += ["--coherence-floor", "150", "--max-new-tokens", "x", "--search-steps", "2.5", "--n-layers", "0"]
     argv += ["--response-tokens", "-1", "--judge-concurrency", "0", "--layers", "1,-2", "--steer-layers", "a"]
+    argv += ["--fluency-margin", "-1", "--repetition-ceiling", "inf"]
     assert status(argv) == 2
     (line,) = errors(capsys)
     for expected in (
@@ -242,6 +243,8 @@ def test_every_invalid_numeric_flag_is_reported_in_one_line_before_anything_load
         "--judge-concurrency 0: use a whole number of at least 1",
         "--layers '1,-2': use comma-separated layer numbers of at least 0",
         "--steer-layers 'a': use comma-separated layer numbers",
+        "--fluency-margin -1: use a number of at least 0",
+        "--repetition-ceiling inf: use a number from 0 to 1",
     ):
         assert expected in line, (expected, line)
     assert "no experiment" not in line  # nothing was loaded: the flags failed first
@@ -281,6 +284,12 @@ def test_in_range_numbers_parse_to_numbers() -> None:
         ["run", "--experiment", "e", "--traits", "a/b", "--questions", "3", "--coherence-floor", "77.5"]
     )
     assert (args.questions, args.coherence_floor, args.samples, args.max_new_tokens) == (3, 77.5, 1, 48)
+    assert (args.fluency_margin, args.repetition_ceiling) == (1.5, 0.5)
+    off = ["run", "--experiment", "e", "--traits", "a/b", "--fluency-margin", "OFF", "--repetition-ceiling", "0.3"]
+    assert (build_parser().parse_args(off).fluency_margin, build_parser().parse_args(off).repetition_ceiling) == (
+        None,
+        0.3,
+    )
     steer = build_parser().parse_args(
         [
             "steer",

@@ -26,6 +26,7 @@ from .commands.options import (
     extraction_options,
     judge_options,
     one_trait,
+    steering_options,
     traits,
     traits_root,
 )
@@ -135,20 +136,7 @@ def add_pipeline_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--force", action="store_true", help="recompute every stage even when its outputs are current")
     extraction_options(p)
-    s = p.add_argument_group(
-        "steering evaluation", "steers with the vector of the first --methods at the first --position"
-    )
-    s.add_argument("--steer-layers", metavar="L", help="candidate layers (default: best layers within 20-80%% depth)")
-    s.add_argument("--n-layers", type=INT, default=2, metavar="N", help="how many candidate layers (default 2)")
-    s.add_argument(
-        "--coherence-floor", type=FLOAT, default=70.0, metavar="X", help="minimum coherence, 0-100 (default 70)"
-    )
-    s.add_argument("--max-new-tokens", type=INT, default=48, metavar="N", help="answer length in tokens (default 48)")
-    s.add_argument("--questions", type=INT, metavar="N", help="use only the first N steering questions (N >= 1)")
-    s.add_argument(
-        "--samples", type=INT, default=1, metavar="N", help="answers per question (default 1; >1 samples, seeded)"
-    )
-    s.add_argument("--search-steps", type=INT, default=6, metavar="N", help="coefficient search rounds (default 6)")
+    steering_options(p)
     judge_options(p)
 
 
@@ -269,6 +257,20 @@ def _results_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("trait", metavar="cat/trait", help="the trait whose steering runs to list")
     p.add_argument("--experiment", metavar="S", help="only this (steered) experiment (default: every experiment)")
     _experiments_root(p)
+
+
+@_command(
+    "rescore",
+    "re-judge the saved answers of finished steering evaluations with another judge (no model is loaded)",
+    "traitvec.commands.rescore:cmd_rescore",
+)
+def _rescore_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--experiment", required=True, metavar="S", help="experiment whose steering results to re-judge")
+    traits(p, "traits to re-judge")
+    traits_root(p)
+    experiments_root(p)
+    p.add_argument("--run", metavar="KEY", help="re-judge this run (steering/cat/trait/runs/KEY; default: the latest)")
+    judge_options(p)
 
 
 def run_subcommand(name: str, argv: Sequence[str], prog: str) -> int:

@@ -84,6 +84,8 @@ RULES: dict[str, Rule] = {
         Rule("--n-layers", True, 1),
         Rule("--max-new-tokens", True, 1),
         Rule("--coherence-floor", False, 0, 100),
+        Rule("--fluency-margin", False, 0),
+        Rule("--repetition-ceiling", False, 0, 1),
         # extraction
         Rule("--response-tokens", True, 1),
         # scenario vetting
@@ -107,23 +109,28 @@ LAYER_LISTS = ("--layers", "--steer-layers")
 class NumberType:
     """An argparse ``type=`` that never stops the parse: the number, or a :class:`BadNumber` to report later.
 
+    With ``off=True`` the word ``off`` (any case) parses to ``None`` (the setting disabled).
+
     Example:
         >>> NumberType(integer=True)("12"), NumberType(integer=True)("x")
         (12, BadNumber(text='x'))
     """
 
     integer: bool
+    off: bool = False
 
-    def __call__(self, text: str) -> int | float | BadNumber:
+    def __call__(self, text: str) -> int | float | BadNumber | None:
+        if self.off and text.strip().lower() == "off":
+            return None
         try:
             return int(text) if self.integer else float(text)
         except ValueError:
             return BadNumber(text)
 
 
-def number(integer: bool) -> NumberType:
-    """The lenient ``type=`` of an integer (``integer=True``) or a float flag."""
-    return NumberType(integer)
+def number(integer: bool, *, off: bool = False) -> NumberType:
+    """The lenient ``type=`` of an integer (``integer=True``) or a float flag (``off=True``: or ``off``)."""
+    return NumberType(integer, off)
 
 
 def invalid_numbers(parser: argparse.ArgumentParser, args: argparse.Namespace) -> list[str]:

@@ -1,6 +1,6 @@
 """Argument groups and flag types shared by several commands (the parser itself is :mod:`traitvec.cli`).
 
-Every numeric flag parses with :data:`INT` or :data:`FLOAT` (kept lenient so that
+Every numeric flag parses with :data:`INT`, :data:`FLOAT` or :data:`FLOAT_OR_OFF` (kept lenient so that
 :func:`~traitvec.commands.checks.invalid_numbers` can report every bad value at once); every
 command that takes traits spells the flag ``--traits`` and ``--trait`` alike.
 """
@@ -16,6 +16,7 @@ from .checks import number
 __all__ = [
     "INT",
     "FLOAT",
+    "FLOAT_OR_OFF",
     "TRAIT_HELP",
     "OneValue",
     "traits_root",
@@ -24,10 +25,12 @@ __all__ = [
     "one_trait",
     "judge_options",
     "extraction_options",
+    "steering_options",
 ]
 
 INT = number(True)
 FLOAT = number(False)
+FLOAT_OR_OFF = number(False, off=True)
 TRAIT_HELP = (
     "category/trait under the traits root, or its folder (datasets/traits/styles/formality, as tab completion gives)"
 )
@@ -146,4 +149,43 @@ def extraction_options(p: argparse.ArgumentParser) -> None:
         "--vetted-only",
         action="store_true",
         help="use only pairs whose both sides passed scenario vetting (needs vetting.json: --vet, or traitvec vet)",
+    )
+
+
+def steering_options(p: argparse.ArgumentParser) -> None:
+    """The steering-evaluation group of ``run``."""
+    s = p.add_argument_group(
+        "steering evaluation", "steers with the vector of the first --methods at the first --position"
+    )
+    s.add_argument("--steer-layers", metavar="L", help="candidate layers (default: best layers within 20-80%% depth)")
+    s.add_argument("--n-layers", type=INT, default=2, metavar="N", help="how many candidate layers (default 2)")
+    s.add_argument(
+        "--coherence-floor", type=FLOAT, default=70.0, metavar="X", help="minimum coherence, 0-100 (default 70)"
+    )
+    s.add_argument("--max-new-tokens", type=INT, default=48, metavar="N", help="answer length in tokens (default 48)")
+    s.add_argument("--questions", type=INT, metavar="N", help="use only the first N steering questions (N >= 1)")
+    s.add_argument(
+        "--samples", type=INT, default=1, metavar="N", help="answers per question (default 1; >1 samples, seeded)"
+    )
+    s.add_argument("--search-steps", type=INT, default=6, metavar="N", help="coefficient search rounds (default 6)")
+    s.add_argument(
+        "--fluency-margin",
+        type=FLOAT_OR_OFF,
+        default=1.5,
+        metavar="X",
+        help="nats of mean answer log-prob (under the unsteered model) a run may lose against the baseline "
+        "(default 1.5; 'off' disables)",
+    )
+    s.add_argument(
+        "--repetition-ceiling",
+        type=FLOAT_OR_OFF,
+        default=0.5,
+        metavar="X",
+        help="highest mean 3-gram repetition of a run's answers, or the baseline's + 0.15 if higher "
+        "(default 0.5; 'off' disables)",
+    )
+    s.add_argument(
+        "--no-prompting-baseline",
+        action="store_true",
+        help="skip the prompting baseline (the unsteered model asked to show the trait)",
     )
