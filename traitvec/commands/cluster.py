@@ -15,11 +15,11 @@ from typing import TYPE_CHECKING
 
 from ..errors import ConfigError
 from ..experiments import load_experiment
-from .settings import extraction_settings, flag_message, steering_settings
+from ..stages.preflight import load_traits
+from .settings import extraction_settings, flag_message, judge_settings, steering_settings
 
 if TYPE_CHECKING:
     from ..executors import TaskFailure
-    from ..judge import JudgeSettings
     from ..stages.pipeline import TraitRun
 
 __all__ = ["executor_options", "uses_executor", "run_on_executor", "failure_line"]
@@ -72,19 +72,6 @@ def uses_executor(args: argparse.Namespace) -> bool:
     return True
 
 
-def _judge_settings(args: argparse.Namespace) -> JudgeSettings:
-    from ..judge import JudgeSettings
-
-    return JudgeSettings(
-        model=args.judge_model,
-        base_url=args.judge_base_url,
-        local=args.local_judge,
-        cache=args.judge_cache,
-        concurrency=args.judge_concurrency,
-        text_mode=args.judge_text_mode,
-    )
-
-
 def run_on_executor(
     args: argparse.Namespace, *, steering: bool, vetting: bool
 ) -> tuple[list[TraitRun], list[TaskFailure]]:
@@ -94,6 +81,7 @@ def run_on_executor(
     config = load_experiment(args.experiment, args.experiments_root)
     steer_name = args.steer_experiment or args.experiment
     steer_config = load_experiment(steer_name, args.experiments_root) if steering else None
+    traits = load_traits(args.traits, args.traits_root)
     extraction = extraction_settings(args, config)
     executor = make_executor(args.executor, address=args.ray_address, num_gpus_per_task=args.gpus_per_task)
     from ..stages.parallel import run_pipeline_tasks  # loads torch: after the cheap checks
@@ -102,13 +90,13 @@ def run_on_executor(
     with executor:
         outcomes = run_pipeline_tasks(
             config,
-            args.traits,
+            traits,
             executor=executor,
             steer_experiment=steer_config,
             extraction=extraction,
             steering=steering_settings(args) if steering else None,
             vetting=VetSettings() if vetting else None,
-            judge=_judge_settings(args) if steering or vetting else None,
+            judge=judge_settings(args) if steering or vetting else None,
             vetted_only=args.vetted_only,
             traits_root=args.traits_root,
             force=args.force,

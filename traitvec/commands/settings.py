@@ -19,7 +19,7 @@ from ..errors import ConfigError, JudgeError, TraitvecError
 if TYPE_CHECKING:
     from ..capture import Position
     from ..experiments import ExperimentConfig
-    from ..judge import Judge
+    from ..judge import Judge, JudgeSettings
     from ..stages.extract import ExtractionSettings
     from ..stages.steer import SteeringSettings
     from ..stages.vet import VetSettings
@@ -34,6 +34,7 @@ __all__ = [
     "vet_settings",
     "judge_from_args",
     "judge_factory",
+    "judge_settings",
 ]
 
 FLAGS: dict[str, str] = {
@@ -204,6 +205,20 @@ def judge_from_args(args: argparse.Namespace) -> Judge:
         local=args.local_judge,
         cache_path=args.judge_cache,
         concurrency=concurrency,
+        text_mode=args.judge_text_mode,
+    )
+
+
+def judge_settings(args: argparse.Namespace) -> JudgeSettings:
+    """:class:`~traitvec.judge.JudgeSettings` from the ``--judge-*`` / ``--local-judge`` options (nothing built yet)."""
+    from ..judge import JudgeSettings
+
+    return JudgeSettings(
+        model=args.judge_model,
+        base_url=args.judge_base_url,
+        local=args.local_judge,
+        cache=args.judge_cache,
+        concurrency=args.judge_concurrency,
         text_mode=args.judge_text_mode,
     )
 

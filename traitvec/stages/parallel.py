@@ -1,9 +1,11 @@
 """The pipeline as executor tasks: one task per trait, run in this process or on a Ray cluster.
 
 :func:`run_pipeline_tasks` checks everything cheap in the calling process (the experiments, every
-trait, the judge), then hands one :class:`~traitvec.executors.Task` per trait to an executor
-(:class:`~traitvec.executors.LocalExecutor` by default, :class:`~traitvec.executors.RayExecutor` for a
-cluster). Each task is :func:`~traitvec.stages.pipeline.run_pipeline` for its one trait, with its
+trait, and the judge, built and checked with one request by
+:func:`~traitvec.stages.preflight.prepare_judge`), then hands one :class:`~traitvec.executors.Task`
+per trait to an executor (:class:`~traitvec.executors.LocalExecutor` by default,
+:class:`~traitvec.executors.RayExecutor` for a cluster). Each task is
+:func:`~traitvec.stages.pipeline.run_pipeline` for its one trait, with its
 own model pool and its own judge, so it writes exactly the files the sequential run writes.
 
 What travels to a task is plain data: the experiment configs, the validated :class:`~traitvec.traits.Trait`
@@ -35,6 +37,7 @@ from ..judge import DEFAULT_JUDGE_MODEL, JudgeSettings
 from ..traits import DEFAULT_TRAITS_ROOT, Trait
 from .extract import ExtractionSettings
 from .pipeline import DEFAULT_STEERING, TraitRun, load_traits, run_pipeline
+from .preflight import prepare_judge
 from .steer import SteeringSettings
 from .vet import VetSettings
 
@@ -214,6 +217,6 @@ def run_pipeline_tasks(
         gpus=gpus,
     )
     pinned = tasks[0].kwargs["judge"] if tasks else None
-    if isinstance(pinned, JudgeSettings) and not pinned.local:
-        pinned.make().check()  # an unreachable judge fails here, in seconds, before any task starts
+    if isinstance(pinned, JudgeSettings):  # an unusable judge fails here, in seconds, before any task starts
+        prepare_judge(pinned, loaded if steering is not None else ())
     return (executor if executor is not None else LocalExecutor()).run_all(tasks)
