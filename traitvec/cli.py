@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from typing import NoReturn
 
 from . import __version__
+from .commands import monitor as monitor_commands
 from .commands.settings import flag_message
 from .errors import TraitvecError
 
@@ -243,6 +244,18 @@ def _steer_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--absolute", action="store_true", help="coefficients are absolute lengths, not spread units")
     p.add_argument("--max-new-tokens", type=int, default=64, metavar="N")
     p.add_argument("questions", nargs="+", help="questions to answer")
+
+
+# Reading texts with vectors; their arguments are defined beside their handlers (commands/monitor.py).
+_command("monitor", "project every token of texts on trait vectors", "traitvec.commands.monitor:cmd_monitor")(
+    monitor_commands.monitor_arguments
+)
+_command(
+    "compare", "projection shift between two models on the same token ids", "traitvec.commands.monitor:cmd_compare"
+)(monitor_commands.compare_arguments)
+_command(
+    "import-pairs", "turn KTO or DPO preference data into a trait folder", "traitvec.commands.monitor:cmd_import_pairs"
+)(monitor_commands.import_pairs_arguments)
 
 
 def run_subcommand(name: str, argv: Sequence[str], prog: str) -> int:

@@ -343,4 +343,3 @@ class ModelPool:
             "layers_path": config.layers_path,
             "revision": config.revision,
         }
-
