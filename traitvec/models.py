@@ -343,3 +343,4 @@ class ModelPool:
             "layers_path": config.layers_path,
             "revision": config.revision,
         }
+
