@@ -440,7 +440,9 @@ from test_report_html import _background, _rgb, browser  # noqa: E402,F401  (the
 
 
 def test_report_of_a_real_run_renders_and_colours_the_planted_token(
-    planted: dict[str, Any], tmp_path: Path, browser: Any  # noqa: F811  (the fixture imported above)
+    planted: dict[str, Any],
+    tmp_path: Path,
+    browser: Any,  # noqa: F811  (the fixture imported above)
 ) -> None:
     from selenium.webdriver.support.ui import Select
 
