@@ -466,3 +466,36 @@ def test_report_of_a_real_run_renders_and_colours_the_planted_token(
     rows = browser.execute_script("return document.querySelectorAll('#summary-table tbody tr').length")
     assert rows == len(HELD_OUT)
     assert "mean-diff" in browser.find_element("id", "provenance").text
+
+
+# --------------------------------------------------------------------------------------------
+# the embedded Gemma (slow)
+
+
+@pytest.mark.slow
+def test_held_out_formality_texts_separate_on_the_embedded_gemma() -> None:
+    """Fit on 70% of the formality pairs (our own split); monitor the other 30% as plain texts."""
+    from conftest import ROOT
+
+    from traitvec.capture import capture
+    from traitvec.evaluation import auroc, evaluate, split_pairs
+    from traitvec.methods import MeanDiff
+    from traitvec.models import load_model
+
+    loaded = load_model("gemma-3-270m")
+    trait = load_trait("styles/formality", ROOT / "datasets" / "traits")
+    train, test = split_pairs(trait.n_pairs, test_fraction=0.3, seed=11)
+    fit = trait.select([int(i) for i in train])
+    acts = capture(loaded, fit, positions=["prefill-mean"], layers=list(range(2, 16, 2)))["prefill-mean"]
+    vector = MeanDiff().fit(acts)
+    layer = evaluate(acts, {"mean-diff": vector}).recommended["mean-diff"]  # chosen on the training pairs only
+    pos, neg = acts.at(layer)
+    centre = float(((pos.double().mean(0) + neg.double().mean(0)) / 2) @ vector.direction(layer).double())
+    readout = Readout.from_vector(vector, layer, centre=centre)
+    held = [trait.positive[i].text for i in test] + [trait.negative[i].text for i in test]
+    means = [r.summary("styles/formality")["mean"] for r in read_tokens(loaded, encode_texts(loaded, held), [readout])]
+    n = len(test)
+    score = auroc(np.array(means[:n]), np.array(means[n:]))
+    print(f"formality: layer {layer}, {n} held-out pairs, AUROC {score:.3f}")
+    assert score >= 0.9
+    assert np.mean(means[:n]) > 0 > np.mean(means[n:])  # the centre lies between the held-out classes
