@@ -184,13 +184,16 @@ def test_killed_pipeline_resumes_with_the_same_results(tmp_path: Path, tiny_expe
             "1",
         ]
         process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        progress = interrupted / "tiny/steering" / trait / "progress.json"
+        runs = interrupted / "tiny/steering" / trait / "runs"
         deadline = time.time() + 300
+        progress = None
         while time.time() < deadline and process.poll() is None:
-            if progress.is_file() and len(json.loads(progress.read_text())["rounds"]) >= 2:
+            found = list(runs.glob("*/progress.json"))
+            if found and len(json.loads(found[0].read_text())["rounds"]) >= 2:
+                progress = found[0]
                 break
             time.sleep(0.05)
-        assert process.poll() is None, "the run finished before it could be interrupted"
+        assert process.poll() is None and progress is not None, "the run finished before it could be interrupted"
         process.send_signal(signal.SIGKILL)
         process.wait()
         rounds_done = len(json.loads(progress.read_text())["rounds"])
@@ -204,7 +207,7 @@ def test_killed_pipeline_resumes_with_the_same_results(tmp_path: Path, tiny_expe
         assert new_requests <= 2 * (total_answers - 3 * (1 + 2 * (rounds_done - 1))) + 1
     ours = json.loads((interrupted / "tiny/steering" / trait / "results.json").read_text())
     theirs = json.loads((reference / "tiny/steering" / trait / "results.json").read_text())
-    strip = ("seconds", "usage", "vector", "judge")
+    strip = ("seconds", "usage", "vector", "judge", "finished_at")
     assert {k: v for k, v in ours.items() if k not in strip} == {k: v for k, v in theirs.items() if k not in strip}
     assert not progress.exists()
     assert not [p for p in (interrupted / "tiny").rglob("*") if p.name.startswith(".") and p.suffix == ".tmp"]

@@ -246,6 +246,17 @@ def _steer_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("questions", nargs="+", help="questions to answer")
 
 
+@_command(
+    "results",
+    "list the steering runs of a trait (one per set of settings), newest last",
+    "traitvec.commands.results:cmd_results",
+)
+def _results_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("trait", metavar="cat/trait", help="the trait whose steering runs to list")
+    p.add_argument("--experiment", metavar="S", help="only this (steered) experiment (default: every experiment)")
+    _experiments_root(p)
+
+
 # Reading texts with vectors; their arguments are defined beside their handlers (commands/monitor.py).
 _command("monitor", "project every token of texts on trait vectors", "traitvec.commands.monitor:cmd_monitor")(
     monitor_commands.monitor_arguments

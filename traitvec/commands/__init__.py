@@ -9,5 +9,6 @@ translation from parsed arguments to library settings lives in :mod:`traitvec.co
 - :mod:`~traitvec.commands.pipeline`: ``run``, ``extract``;
 - :mod:`~traitvec.commands.vet`: ``vet``;
 - :mod:`~traitvec.commands.judge`: ``judge``;
-- :mod:`~traitvec.commands.vectors`: ``steer``, ``export-gguf``.
+- :mod:`~traitvec.commands.vectors`: ``steer``, ``export-gguf``;
+- :mod:`~traitvec.commands.results`: ``results`` (the steering runs of a trait).
 """

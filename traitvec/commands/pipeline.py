@@ -55,16 +55,32 @@ def _extraction_rows(runs: list[TraitRun]) -> list[tuple[str, dict[str, Evaluati
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    """``traitvec run`` / ``extraction/run_pipeline.py``: every stage, then the extraction and steering tables."""
+    """``traitvec run`` / ``extraction/run_pipeline.py``: every stage, then the extraction and steering tables.
+
+    Exits 1 when the judge failed on most of a trait's steering items (one line per such trait,
+    with the judge's last error): those numbers are not results, and a rerun re-asks the failed items.
+    """
     runs = _run(args, steering=not args.no_steering, vetting=args.vet)
     print("\nExtraction (held-out, recommended layer per method):")
     print(extraction_table(_extraction_rows(runs)))
-    if not args.no_steering:
-        print("\nSteering (best coefficient under the coherence floor; projection gain in spread units):")
-        print(steering_table([(run.trait, run.steering) for run in runs]))
-        if any((r.steering or {}).get("smoke_test") for r in runs):
-            print(SMOKE_TEST_WARNING)
-    return 0
+    if args.no_steering:
+        return 0
+    print(
+        "\nSteering (held-out: chosen on half the questions, scored on the other half; in-sample best under the "
+        "coherence floor; projection gain in spread units):"
+    )
+    print(steering_table([(run.trait, run.steering) for run in runs]))
+    if any((r.steering or {}).get("smoke_test") for r in runs):
+        print(SMOKE_TEST_WARNING)
+    failed = [r for r in runs if (r.steering or {}).get("status") == "judge failed"]
+    for run in failed:
+        scoring = (run.steering or {})["scoring"]
+        print(
+            f"traitvec: error: the judge failed on {scoring['n_failed']} of {scoring['n_items']} steering items of "
+            f"{run.trait}: {scoring['last_error']}; rerun when it is reachable (only the failed items are asked again)",
+            file=sys.stderr,
+        )
+    return 1 if failed else 0
 
 
 def cmd_extract(args: argparse.Namespace) -> int:

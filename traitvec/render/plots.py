@@ -1,8 +1,11 @@
 """PNG plots (matplotlib, Agg backend), each written atomically.
 
 - :func:`plot_evaluation`: ``evaluation.png``, vector quality per layer (AUROC, Cohen's d, neighbour cosine);
-- :func:`plot_steering`: ``trait_coherence.png`` (score against coefficient per layer) and ``heatmap.png``
-  (trait gain by layer × coefficient), drawn from a ``results.json`` document.
+- :func:`plot_steering`: ``trait_coherence.png`` (score against coefficient per layer, with the
+  coherence floor the search used), ``heatmap.png`` (trait gain by layer × coefficient) and
+  ``projection.png`` (the judge-free projection gain against coefficient, with its interval), drawn
+  from a ``results.json`` document. :func:`floor_lines` and :func:`heatmap_cells` are the plain
+  data those plots draw.
 
 matplotlib is imported only when a plot is drawn.
 """
@@ -12,13 +15,14 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .._io import atomic_path
 from ..evaluation import Evaluation
 
-__all__ = ["plot_evaluation", "plot_steering"]
+__all__ = ["HeatmapCell", "floor_lines", "heatmap_cells", "heatmap_limit", "plot_evaluation", "plot_steering"]
 
 PathLike = str | os.PathLike[str]
 
@@ -70,27 +74,48 @@ def plot_evaluation(evaluations: Sequence[Evaluation], path: PathLike) -> Path:
     return _save(fig, path)
 
 
-def plot_steering(results: Mapping[str, Any], trait_coherence: PathLike, heatmap: PathLike) -> list[Path]:
-    """Write the two steering plots of a ``results.json`` document.
+def plot_steering(
+    results: Mapping[str, Any], trait_coherence: PathLike, heatmap: PathLike, projection: PathLike | None = None
+) -> list[Path]:
+    """Write the steering plots of a ``results.json`` document.
 
     Args:
         results: the steering results (as written to ``results.json``).
         trait_coherence: where to write trait score and coherence against the coefficient, per layer.
         heatmap: where to write trait gain by layer × coefficient.
+        projection: where to write projection gain against the coefficient, per layer (``None``: not drawn).
 
     Returns:
-        The two paths.
+        The paths written.
     """
     runs = results["runs"]
     layers = sorted({r["layer"] for r in runs}) or list(results["layers"])
     suffix = "  (smoke test: tiny local judge)" if results.get("smoke_test") else ""
-    return [_plot_curves(results, layers, suffix, trait_coherence), _plot_heatmap(results, layers, suffix, heatmap)]
+    written = [_plot_curves(results, layers, suffix, trait_coherence), _plot_heatmap(results, layers, suffix, heatmap)]
+    if projection is not None:
+        written.append(_plot_projection(results, layers, suffix, projection))
+    return written
+
+
+def floor_lines(results: Mapping[str, Any]) -> list[tuple[float, str]]:
+    """The coherence floors drawn on the coherence panel: the one the search used, and the requested one
+    when it differs (``(value, label)``, the effective floor first).
+
+    Example:
+        >>> floor_lines({"coherence_floor": {"requested": 70, "effective": 23.3}})
+        [(23.3, 'floor used 23.3'), (70, 'requested floor 70')]
+    """
+    floor = results["coherence_floor"]
+    effective, requested = floor["effective"], floor["requested"]
+    lines = [(effective, f"floor used {effective:.3g}")]
+    if not math.isclose(effective, requested):
+        lines.append((requested, f"requested floor {requested:g}"))
+    return lines
 
 
 def _plot_curves(results: Mapping[str, Any], layers: list[int], suffix: str, path: PathLike) -> Path:
     plt = _pyplot()
     base, runs = results["baseline"], results["runs"]
-    floor = results["settings"]["coherence_floor"]
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
     for layer in layers:
         rows = sorted((r for r in runs if r["layer"] == layer), key=lambda r: abs(r["coefficient"]))
@@ -99,11 +124,17 @@ def _plot_curves(results: Mapping[str, Any], layers: list[int], suffix: str, pat
         coherence = [base["coherence"]["mean"]] + [r["coherence"]["mean"] for r in rows]
         axes[0].plot(xs, [math.nan if v is None else v for v in trait], marker="o", ms=4, label=f"layer {layer}")
         axes[1].plot(xs, [math.nan if v is None else v for v in coherence], marker="o", ms=4, label=f"layer {layer}")
-    axes[1].axhline(floor, color="grey", ls="--", lw=1, label=f"floor {floor:g}")
+    for (value, label), style in zip(floor_lines(results), ("--", ":"), strict=False):
+        axes[1].axhline(value, color="grey", ls=style, lw=1.2, label=label)
     best = results.get("best")
     if best:
         axes[0].scatter(
-            [best["coefficient"]], [best["trait"]["mean"]], s=120, facecolors="none", edgecolors="k", label="best"
+            [best["coefficient"]],
+            [best["trait"]["mean"]],
+            s=120,
+            facecolors="none",
+            edgecolors="k",
+            label="in-sample best",
         )
     for ax, title in zip(axes, ("trait score", "coherence"), strict=True):
         ax.set_xlabel("coefficient (spread units)")
@@ -116,25 +147,135 @@ def _plot_curves(results: Mapping[str, Any], layers: list[int], suffix: str, pat
     return _save(fig, path)
 
 
+@dataclass(frozen=True)
+class HeatmapCell:
+    """One cell of ``heatmap.png``.
+
+    Attributes:
+        row, column: the cell's layer and coefficient indices.
+        value: the trait gain coloured (``None``: unscored, drawn grey).
+        label: the text written in the cell.
+        hatched: True for a run under the coherence floor.
+        chosen: ``"in-sample"`` for the in-sample best run, ``"held-out"`` for a run a fold of the
+            cross-fitted choice picked (and not the in-sample best), else ``None``.
+    """
+
+    row: int
+    column: int
+    value: float | None
+    label: str
+    hatched: bool
+    chosen: str | None
+
+
+_VERDICT_LABELS = {"below floor": "incoherent", "too few scored": "too few scored", "unscored": "coherence unscored"}
+
+
+def heatmap_cells(results: Mapping[str, Any], layers: Sequence[int]) -> tuple[list[float], list[HeatmapCell]]:
+    """The coefficients (columns) and the cells of ``heatmap.png``; rows are ``layers``.
+
+    A run without a trait gain (no answer scored on one side) is labelled ``unscored``, never
+    ``incoherent``; a run scored under the floor is hatched and labelled ``incoherent``; gains are
+    written with one decimal.
+    """
+    runs = results["runs"]
+    coefficients = sorted({r["coefficient"] for r in runs}, key=lambda c: (abs(c), c))
+    best = results.get("best") or {}
+    held = {
+        (f["chosen"]["layer"], f["chosen"]["coefficient"])
+        for f in (results.get("held_out") or {}).get("folds", [])
+        if f.get("chosen")
+    }
+    cells = []
+    for r in runs:
+        gain, verdict = r["trait_gain"], r.get("verdict") or ("coherent" if r["coherent"] else "below floor")
+        lines = ["unscored" if gain is None else f"{gain:+.1f}"]
+        if verdict != "coherent" and (gain is not None or verdict != "unscored"):
+            lines.append(_VERDICT_LABELS[verdict])
+        config = (r["layer"], r["coefficient"])
+        chosen = "in-sample" if config == (best.get("layer"), best.get("coefficient")) else None
+        if chosen is None and config in held:
+            chosen = "held-out"
+        cells.append(
+            HeatmapCell(
+                layers.index(r["layer"]),
+                coefficients.index(r["coefficient"]),
+                gain,
+                "\n".join(lines),
+                verdict == "below floor",
+                chosen,
+            )
+        )
+    return coefficients, cells
+
+
+def heatmap_limit(cells: Sequence[HeatmapCell]) -> float:
+    """The colour scale's half-range: the largest |gain| among the cells (at least 1), symmetric around 0."""
+    values = [abs(c.value) for c in cells if c.value is not None and math.isfinite(c.value)]
+    return max([1.0, *values])
+
+
 def _plot_heatmap(results: Mapping[str, Any], layers: list[int], suffix: str, path: PathLike) -> Path:
     plt = _pyplot()
-    runs = results["runs"]
-    coefficients = sorted({r["coefficient"] for r in runs}, key=abs)
-    fig, ax = plt.subplots(figsize=(max(5, 1.1 * len(coefficients) + 2), max(2.5, 0.6 * len(layers) + 1.5)))
+    from matplotlib.patches import Rectangle
+
+    coefficients, cells = heatmap_cells(results, layers)
+    fig, ax = plt.subplots(figsize=(max(5, 1.2 * len(coefficients) + 2.5), max(2.8, 0.8 * len(layers) + 1.8)))
     grid = [[math.nan] * len(coefficients) for _ in layers]
-    for r in runs:
-        if r["trait_gain"] is not None:
-            grid[layers.index(r["layer"])][coefficients.index(r["coefficient"])] = r["trait_gain"]
-    image = ax.imshow(grid, cmap="RdBu_r", vmin=-50, vmax=50, aspect="auto")
-    for r in runs:
-        i, j = layers.index(r["layer"]), coefficients.index(r["coefficient"])
-        label = "-" if r["trait_gain"] is None else f"{r['trait_gain']:+.0f}"
-        ax.text(j, i, label + ("" if r["coherent"] else "\n(incoh.)"), ha="center", va="center", fontsize=7)
+    for c in cells:
+        if c.value is not None:
+            grid[c.row][c.column] = c.value
+    limit = heatmap_limit(cells)
+    cmap = plt.get_cmap("RdBu_r").with_extremes(bad="#d9d9d9")
+    image = ax.imshow(grid, cmap=cmap, vmin=-limit, vmax=limit, aspect="auto")
+    for c in cells:
+        if c.hatched:
+            ax.add_patch(Rectangle((c.column - 0.5, c.row - 0.5), 1, 1, fill=False, hatch="///", lw=0, alpha=0.5))
+        if c.chosen:
+            style = "-" if c.chosen == "in-sample" else "--"
+            ax.add_patch(Rectangle((c.column - 0.46, c.row - 0.46), 0.92, 0.92, fill=False, lw=2.2, ls=style))
+        ax.text(c.column, c.row, c.label, ha="center", va="center", fontsize=7)
     ax.set_xticks(range(len(coefficients)), [f"{c:+.2g}" for c in coefficients], fontsize=8)
     ax.set_yticks(range(len(layers)), [str(layer) for layer in layers])
     ax.set_xlabel("coefficient (spread units)")
     ax.set_ylabel("layer")
-    fig.colorbar(image, ax=ax, label="trait gain over baseline")
+    fig.colorbar(image, ax=ax, label="trait gain over baseline (in-sample)")
     ax.set_title(f"{results['trait']}: trait gain by layer × coefficient{suffix}", fontsize=10)
+    fig.text(
+        0.01,
+        0.01,
+        "solid box: in-sample best; dashed: chosen by a cross-fitting fold; hatched: incoherent; grey: unscored",
+        fontsize=7,
+    )
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
+    return _save(fig, path)
+
+
+def _plot_projection(results: Mapping[str, Any], layers: list[int], suffix: str, path: PathLike) -> Path:
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for layer in layers:
+        rows = sorted((r for r in results["runs"] if r["layer"] == layer), key=lambda r: abs(r["coefficient"]))
+        xs = [0.0] + [r["coefficient"] for r in rows]
+        ys = [0.0] + [math.nan if r["projection_gain"] is None else r["projection_gain"] for r in rows]
+        low = [0.0] + [_half(r, 0) for r in rows]
+        high = [0.0] + [_half(r, 1) for r in rows]
+        ax.errorbar(xs, ys, yerr=[low, high], marker="o", ms=4, capsize=3, label=f"layer {layer}")
+    ax.axhline(0, color="grey", lw=1)
+    ax.set_xlabel("coefficient (spread units)")
+    ax.set_ylabel("projection gain (spread units, toward the trait's direction)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(
+        f"{results['trait']}: answers read back by the unsteered model (judge-free; 95% CI){suffix}", fontsize=10
+    )
     fig.tight_layout()
     return _save(fig, path)
+
+
+def _half(run: Mapping[str, Any], side: int) -> float:
+    """The distance from a run's projection gain to one end of its interval (0 when there is none)."""
+    gain, ci = run["projection_gain"], run.get("projection_gain_ci95")
+    if gain is None or not ci:
+        return 0.0
+    return float(gain - ci[0]) if side == 0 else float(ci[1] - gain)

@@ -10,12 +10,13 @@ from typing import Any
 
 from ..evaluation import Evaluation
 
-__all__ = ["format_table", "fmt", "extraction_table", "steering_table", "format_vetting"]
+__all__ = ["format_table", "fmt", "extraction_table", "held_out_cell", "steering_table", "format_vetting"]
 
 EXTRACTION_HEADER = ["trait", "position", "method", "best layer", "AUROC", "Cohen's d", "accuracy"]
 STEERING_HEADER = [
     "trait",
-    "layer",
+    "held-out gain [95% CI]",
+    "in-sample best: layer",
     "coef",
     "baseline trait",
     "steered trait",
@@ -76,8 +77,17 @@ def extraction_table(traits: Sequence[tuple[str, Mapping[str, Evaluation]]]) -> 
     return format_table(rows, EXTRACTION_HEADER)
 
 
+def held_out_cell(results: Mapping[str, Any]) -> str:
+    """The held-out headline of a ``results.json`` document: ``+4.2 [-1.0, +9.4]`` (``-`` when there is none)."""
+    held = results.get("held_out") or {}
+    gain, ci = held.get("trait_gain"), held.get("ci95")
+    if gain is None:
+        return "-"
+    return f"{gain:+.1f}" + (f" [{ci[0]:+.1f}, {ci[1]:+.1f}]" if ci else "")
+
+
 def steering_table(traits: Sequence[tuple[str, Mapping[str, Any] | None]]) -> str:
-    """The best coherent run of every trait against its baseline.
+    """The held-out gain of every trait first, then its in-sample best coherent run against its baseline.
 
     Args:
         traits: ``(trait name, results.json document or None)`` per trait.
@@ -90,6 +100,7 @@ def steering_table(traits: Sequence[tuple[str, Mapping[str, Any] | None]]) -> st
         rows.append(
             [
                 trait,
+                held_out_cell(s),
                 fmt(best.get("layer")),
                 fmt(best.get("coefficient"), 2),
                 fmt(base.get("trait", {}).get("mean")),

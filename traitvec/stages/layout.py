@@ -7,7 +7,12 @@
         vectors/{method}-{position}.safetensors (+ .json)
         evaluation.json, evaluation.png, extraction.json, vetting.json
     experiments/{S}/steering/{category}/{trait}/
-        results.json, results.md, progress.json, trait_coherence.png, heatmap.png
+        runs/{key}/                 one folder per steering run (key: the run's inputs key)
+            results.json, results.md, progress.json,
+            trait_coherence.png, heatmap.png, projection.png
+        results.json, results.md, trait_coherence.png, heatmap.png, projection.png
+                                    a copy of the latest finished run (results.json's ``run_folder``
+                                    points at its folder)
     experiments/{E}/monitor/{name}/
         projections.json, report.html, ranking.json, .parts/ (an unfinished run's finished groups)
     experiments/{A}/compare/{B}/{name}/
@@ -31,7 +36,8 @@ from pathlib import Path
 
 from ..vectors import vector_path
 
-__all__ = ["OutputLayout", "ExtractionPaths", "SteeringPaths", "MonitorPaths", "ComparePaths"]
+__all__ = ["OutputLayout", "ExtractionPaths", "SteeringPaths", "SteeringRunPaths", "STEERING_FILES"]
+__all__ += ["MonitorPaths", "ComparePaths"]
 
 
 @dataclass(frozen=True)
@@ -79,11 +85,20 @@ class ExtractionPaths:
         return self.folder / "vetting.json"
 
 
+STEERING_FILES = ("results.json", "results.md", "trait_coherence.png", "heatmap.png", "projection.png")
+"""The files of a finished steering run, copied from its run folder to the trait's steering folder."""
+
+
 @dataclass(frozen=True)
-class SteeringPaths:
-    """The steering-evaluation outputs of one trait on the steered experiment's model."""
+class SteeringRunPaths:
+    """The outputs of one steering run (one set of inputs) of one trait: ``steering/{trait}/runs/{key}/``."""
 
     folder: Path
+
+    @property
+    def key(self) -> str:
+        """The run's inputs key (its folder name)."""
+        return self.folder.name
 
     @property
     def results_json(self) -> Path:
@@ -97,7 +112,7 @@ class SteeringPaths:
 
     @property
     def progress_json(self) -> Path:
-        """Finished search rounds of an unfinished run (removed when the run completes)."""
+        """Finished search rounds of an unfinished run (kept while judge items are unscored)."""
         return self.folder / "progress.json"
 
     @property
@@ -109,6 +124,29 @@ class SteeringPaths:
     def heatmap_png(self) -> Path:
         """Trait gain by layer and coefficient."""
         return self.folder / "heatmap.png"
+
+    @property
+    def projection_png(self) -> Path:
+        """Projection gain (judge-free) against the coefficient, per layer, with its interval."""
+        return self.folder / "projection.png"
+
+
+@dataclass(frozen=True)
+class SteeringPaths(SteeringRunPaths):
+    """The steering outputs of one trait on the steered experiment's model: ``steering/{trait}/``.
+
+    Its own files (``results.json`` …) are a copy of the latest finished run; every run keeps its
+    outputs in :meth:`run` ``(key)``, so runs with other settings never overwrite each other.
+    """
+
+    @property
+    def runs_dir(self) -> Path:
+        """``runs/``: one folder per run key."""
+        return self.folder / "runs"
+
+    def run(self, key: str) -> SteeringRunPaths:
+        """``runs/{key}/``: the outputs of the run with inputs key ``key``."""
+        return SteeringRunPaths(self.runs_dir / key)
 
 
 @dataclass(frozen=True)

@@ -151,12 +151,13 @@ def run_pipeline(
     for trait in loaded_traits:
         run = TraitRun(trait.name)
         paths = layout.extraction(trait.name)
+        model_key = pool.model_key(config)  # before vetting loads the model: the key vetting records
         if vetting is not None:
             run.vetting = vet_trait(
                 trait, config, pool, lazy_judge.get(), settings=vetting, force=force, show_progress=show_progress
             )
         run.extraction = extract_trait(
-            _vetted(trait, paths) if vetted_only else trait,
+            _vetted(trait, paths, model_key) if vetted_only else trait,
             config.path,
             lambda: pool.get(config),
             settings=settings,
@@ -187,8 +188,8 @@ def _extraction_settings(extraction: ExtractionSettings | None, config: Experime
     return extraction
 
 
-def _vetted(trait: Trait, paths: ExtractionPaths) -> Trait:
-    """The pairs of ``trait`` whose both sides passed vetting, as recorded in ``vetting.json``."""
+def _vetted(trait: Trait, paths: ExtractionPaths, model_key: dict[str, Any]) -> Trait:
+    """The pairs of ``trait`` whose both sides passed vetting on this model, as recorded in ``vetting.json``."""
     path = paths.vetting_json
     data = read_json(path)
     if data is None:
@@ -200,6 +201,13 @@ def _vetted(trait: Trait, paths: ExtractionPaths) -> Trait:
     if data.get("trait_hash") != trait.files_hash:
         raise ConfigError(
             f"{path} was made from other trait files; rerun vetting (run_pipeline(vetting=))",
+            setting="run_pipeline(vetting=)",
+        )
+    if data.get("model_key") != model_key:
+        made_on = (data.get("model") or {}).get("name", "an unrecorded model")
+        raise ConfigError(
+            f"{path} was vetted on another model than the experiment's model now (it names {made_on}, and its "
+            "model key differs or is missing); rerun vetting on this model (run_pipeline(vetting=))",
             setting="run_pipeline(vetting=)",
         )
     keep = [i for i, ok in enumerate(data["pair_passed"]) if ok]

@@ -10,128 +10,62 @@ Protocol (per trait):
    when sampling), scored by the judge for the trait and for coherence.
 4. Adaptive search, one round per step and all candidate layers in one batched ``generate``:
    each layer starts at ``start`` (spread units, sign from the trait's ``direction``), doubles
-   while mean coherence stays at or above the floor, then bisects (geometric mean) between the
-   last coherent and the first incoherent coefficient until they are within 25% or the steps run
-   out. When the unsteered baseline itself scores under the floor (a small model, or a judge that
-   rates everything low), the floor used is the baseline's coherence minus 10 points, with a
+   while the run stays coherent, then bisects (geometric mean) between the last coherent and the
+   first incoherent coefficient until they are within 25% or the steps run out. A run is coherent
+   when at least ``min_scored`` of its answers were scored and their mean coherence reaches the
+   floor. When the unsteered baseline itself scores under the floor (a small model, or a judge
+   that rates everything low), the floor used is the baseline's coherence minus 10 points, with a
    warning and both numbers in ``results.json``: an absolute floor would then allow no run at all.
-5. Best = the largest trait gain (sign-adjusted steered mean − baseline mean) among runs whose
-   mean coherence is at or above the floor.
+5. In-sample best = the largest trait gain among coherent runs, chosen and scored on all questions.
+6. Held-out headline (:mod:`traitvec.stages.selection`): 2-fold cross-fitting over questions — the
+   run is chosen on one half of the questions and scored on the other, then the halves swap; the
+   pooled held-out per-question gains give ``held_out`` with its 95% interval.
 
 For every run, alongside the judge, a judge-free measure: the answers are read back by the
 unsteered model and their response-mean activation at the steered layer is projected on the
-vector; ``projection_gain`` is the change from baseline in spread units.
+vector; ``projection_gain`` is the sign-adjusted change from baseline in spread units.
 
-Outputs in ``experiments/{S}/steering/{category}/{trait}/``: ``results.json`` (every response and
-score), ``results.md``, ``trait_coherence.png`` and ``heatmap.png``. Each finished round is
-checkpointed to ``progress.json``, so an interrupted run resumes without regenerating finished
-rounds (and the judge's cache makes re-scoring free).
+Outputs: one folder per set of inputs, ``experiments/{S}/steering/{category}/{trait}/runs/{key}/``
+(``results.json`` with every response and score, ``results.md``, ``trait_coherence.png``,
+``heatmap.png``, ``projection.png``), and a copy of the latest finished run in the trait's folder
+(:mod:`traitvec.stages.runs`). Each finished round is checkpointed to the run's ``progress.json``,
+so an interrupted run resumes without regenerating finished rounds. A run with failed judge items
+is not current: a rerun re-asks exactly those items and keeps everything else.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import asdict
 from typing import Any
 
-from .. import __version__
-from .._io import sha256_text, write_json, write_text
+from .._io import sha256_text, write_json
 from ..errors import ConfigError
 from ..evaluation import Evaluation
 from ..experiments import ExperimentConfig
-from ..generation import generate
 from ..judge import Judge
-from ..models import LoadedModel, ModelPool
-from ..prompting import PLAIN_STOP, encode_chat
-from ..render.markdown import format_results
-from ..render.plots import plot_steering
-from ..steering import Steer, SteerPositions
+from ..judge.prompts import COHERENCE_TEMPLATE, trait_template
+from ..models import ModelPool
 from ..traits import Trait
 from ..vectors import TraitVector
 from .extract import ExtractionResult
-from .layout import OutputLayout, SteeringPaths
-from .projection import answer_projections
+from .layout import OutputLayout
 from .resume import inputs_key, read_if_current
+from .rounds import RoundRunner, rescore_failed, scorers_for
+from .runs import mirror_run, progress_problem, results_problem
 from .search import Record, candidate_layers, effective_floor, response_summary, search
-from .steer_summary import best_run, mean_projection, run_summaries
+from .steer_results import build_results, write_run
+from .steer_settings import Plan, SteeringSettings, sign_of
 
-__all__ = ["SteeringSettings", "run_steering_eval"]
+__all__ = ["SteeringSettings", "run_steering_eval", "judge_key"]
 
 logger = logging.getLogger(__name__)
 
-
-@dataclass(frozen=True)
-class SteeringSettings:
-    """Settings of the steering evaluation (see the module docstring for the protocol).
-
-    Attributes:
-        method: the vector's method.
-        position: the vector's position (``None``: the first extracted).
-        layers: candidate layers (``None``: the best ``n_layers`` within 20–80% of depth).
-        n_layers: how many candidate layers.
-        coherence_floor: minimum mean coherence (0–100) of a run that counts.
-        max_new_tokens: answer length.
-        questions: use only the first N steering questions (``None``: all).
-        samples: answers per question (>1 samples, seeded).
-        temperature: sampling temperature.
-        search_steps: coefficient search rounds.
-        start: first coefficient magnitude (spread units).
-        seed: sampling seed.
-        steer_positions: which tokens are steered (``all``, ``prompt`` or ``response``).
-
-    Raises:
-        ConfigError: a count under 1, a floor outside 0–100, or a start that is not positive.
-    """
-
-    method: str = "mean-diff"
-    position: str | None = None
-    layers: tuple[int, ...] | None = None
-    n_layers: int = 2
-    coherence_floor: float = 70.0
-    max_new_tokens: int = 48
-    questions: int | None = None
-    samples: int = 1
-    temperature: float = 1.0
-    search_steps: int = 6
-    start: float = 0.5
-    seed: int = 0
-    steer_positions: SteerPositions = "all"
-
-    def __post_init__(self) -> None:
-        for name in ("samples", "search_steps", "n_layers", "max_new_tokens"):
-            value = getattr(self, name)
-            if value < 1:
-                raise ConfigError(
-                    f"SteeringSettings.{name} = {value!r}: must be at least 1", setting=f"SteeringSettings.{name}"
-                )
-        if not 0 <= self.coherence_floor <= 100:
-            raise ConfigError(
-                f"SteeringSettings.coherence_floor = {self.coherence_floor}: use a score between 0 and 100",
-                setting="SteeringSettings.coherence_floor",
-            )
-        if self.start <= 0:
-            raise ConfigError(
-                f"SteeringSettings.start = {self.start}: use a positive number (the sign comes from the trait's "
-                "direction)",
-                setting="SteeringSettings.start",
-            )
-
-
-@dataclass(frozen=True)
-class _Plan:
-    """What one evaluation will steer with and ask, resolved before any model loads."""
-
-    vector_file: Path
-    vector: TraitVector
-    evaluation: Evaluation
-    questions: list[str]
-    judge_info: dict[str, Any]
-    steer_model: str | None
-    key: str
-    paths: SteeringPaths
+KEY_FORMAT = 3
+"""Version of the steering inputs key (3: model key, judge key up front, resolved settings, cross-fitting)."""
 
 
 def run_steering_eval(
@@ -154,7 +88,7 @@ def run_steering_eval(
         pool: loads the steer model when the results are not current.
         judge: scores trait and coherence.
         settings: protocol settings.
-        force: redo even when ``results.json`` is current.
+        force: redo even when the run's ``results.json`` is current.
         show_progress: progress bars.
 
     Returns:
@@ -162,34 +96,64 @@ def run_steering_eval(
 
     Example:
         >>> results = run_steering_eval(trait, extraction, config, ModelPool(), make_judge())
-        >>> results["best"]["layer"], results["best"]["coefficient"]
+        >>> results["held_out"]["trait_gain"], results["best"]["layer"]
     """
-    settings = settings or SteeringSettings()
-    plan = _plan(trait, extraction, steer_config, pool, judge, settings)
-    # An unknown fingerprint (a hub model not loaded yet) cannot prove the results current.
-    previous = read_if_current(plan.paths.results_json, plan.key, force=force or plan.steer_model is None)
-    if previous is not None:
-        logger.info("%s: steering results are current (%s)", trait.name, plan.paths.results_json)
+    plan = _plan(trait, extraction, steer_config, pool, judge, settings or SteeringSettings())
+    previous = read_if_current(plan.run.results_json, plan.key, force=force, validate=results_problem)
+    if previous is not None and previous["scoring"]["n_failed"] == 0:
+        logger.info("%s: steering results are current (%s)", trait.name, plan.run.results_json)
+        mirror_run(plan.paths, plan.run, previous)
         return previous
+    if previous is not None:
+        logger.info("%s: %d judge items failed last time; re-asking them", trait.name, previous["scoring"]["n_failed"])
     loaded = pool.get(steer_config)
+    started = time.perf_counter()
     transfer_warnings = plan.vector.check_model(loaded)
     layers = (
-        list(settings.layers)
-        if settings.layers
-        else candidate_layers(plan.evaluation, settings.method, settings.n_layers, loaded.num_layers)
+        list(plan.settings.layers)
+        if plan.settings.layers
+        else candidate_layers(plan.evaluation, plan.settings.method, plan.settings.n_layers, loaded.num_layers)
     )
     for layer in layers:
         plan.vector.direction(layer)  # refuses a layer the vector lacks before any generation
-    started = time.perf_counter()
-    runner = _Rounds(trait, plan, loaded, judge, layers, settings, show_progress)
-    rounds, floor, floor_note = _run_rounds(runner, force)
-    results = _results(runner, rounds, floor, floor_note, transfer_warnings)
-    results["seconds"] = round(time.perf_counter() - started, 1)
-    results["traitvec_version"] = __version__
-    if results["smoke_test"]:
-        results["warning"] = "scored by a tiny local judge: a smoke test, not a measurement"
-    _write(results, plan.paths)
+    plan = dataclasses.replace(plan, settings=dataclasses.replace(plan.settings, layers=tuple(layers)))
+    runner = RoundRunner(
+        trait,
+        plan.questions,
+        plan.vector,
+        loaded,
+        scorers_for(judge, trait),
+        layers,
+        max_new_tokens=plan.settings.max_new_tokens,
+        samples=plan.settings.samples,
+        temperature=plan.settings.temperature,
+        seed=plan.settings.seed,
+        steer_positions=plan.settings.steer_positions,
+        show_progress=show_progress,
+    )
+    rounds, floor, floor_note = _run_rounds(trait, plan, runner, force)
+    seconds = time.perf_counter() - started
+    results = build_results(
+        trait, plan, loaded.describe(), judge, rounds, floor, floor_note, transfer_warnings, seconds
+    )
+    write_run(results, plan.paths, plan.run, keep_progress=results["scoring"]["n_failed"] > 0)
     return results
+
+
+def judge_key(judge: Judge, trait: Trait) -> dict[str, Any]:
+    """Everything about ``judge`` that changes ``trait``'s scores, as plain data, computed before scoring.
+
+    ``judge.key_for([trait])`` when the judge has it; otherwise the settings in ``describe()`` that
+    change scores and the hashes of the two templates this trait's steering evaluation uses.
+    """
+    key_for = getattr(judge, "key_for", None)
+    if callable(key_for):
+        return dict(key_for([trait]))
+    # Until every judge has key_for (docs/judge.md): its score-changing settings and the template hashes.
+    info = judge.describe()
+    wanted = ("class", "name", "mode", "base_url_host", "min_mass", "top_logprobs", "fingerprint", "prune")
+    hashes = {"coherence": sha256_text(COHERENCE_TEMPLATE), f"trait:{trait.name}": sha256_text(trait_template(trait))}
+    return {**{k: info.get(k) for k in wanted}, "prompt_hashes": hashes}
 
 
 def _plan(
@@ -199,7 +163,7 @@ def _plan(
     pool: ModelPool,
     judge: Judge,
     settings: SteeringSettings,
-) -> _Plan:
+) -> Plan:
     """The vector, its evaluation, the questions and the inputs key of one evaluation."""
     position = settings.position or next(iter(extraction.evaluations))
     name = f"{settings.method}-{position}"
@@ -212,104 +176,46 @@ def _plan(
         )
     if not trait.questions:
         raise ConfigError(f"{trait.path}: steering needs steering.json with questions")
+    settings = dataclasses.replace(settings, position=position)
     vector_file = extraction.vectors[name]
     vector = TraitVector.load(vector_file)
+    evaluation = extraction.evaluations[position]
     questions = list(trait.questions[: settings.questions] if settings.questions else trait.questions)
-    judge_info = judge.describe()
-    steer_model = pool.fingerprint(steer_config)
+    model_key = pool.model_key(steer_config)
+    judged = judge_key(judge, trait)
     inputs = {
-        "format": 2,  # 2: baseline-relative coherence floor
+        "format": KEY_FORMAT,
         "vector": vector.extra.get("inputs_key") or vector.created,
-        "steer_model": steer_model,
-        "settings": asdict(settings),
+        "steer_model": model_key,
+        "settings": {**asdict(settings), "layers": _layers_source(settings, evaluation)},
         "questions": sha256_text(json.dumps(questions)),
         "trait_hash": trait.files_hash,
-        "judge": {k: judge_info.get(k) for k in ("name", "prompt_hashes")},
+        "judge": judged,
     }
-    return _Plan(
-        vector_file=vector_file,
-        vector=vector,
-        evaluation=extraction.evaluations[position],
-        questions=questions,
-        judge_info=judge_info,
-        steer_model=steer_model,
-        key=inputs_key(inputs),
-        paths=OutputLayout(steer_config.path).steering(trait.name),
-    )
+    key = inputs_key(inputs)
+    paths = OutputLayout(steer_config.path).steering(trait.name)
+    return Plan(settings, vector_file, vector, evaluation, questions, model_key, judged, key, paths, paths.run(key))
 
 
-class _Rounds:
-    """Runs one round: generate, judge and project for ``[(layer, coefficient)]`` (the baseline is coefficient 0)."""
+def _layers_source(settings: SteeringSettings, evaluation: Evaluation) -> Any:
+    """What decides the candidate layers before the model loads: the given layers, or the ranking's inputs.
 
-    def __init__(
-        self,
-        trait: Trait,
-        plan: _Plan,
-        loaded: LoadedModel,
-        judge: Judge,
-        layers: list[int],
-        settings: SteeringSettings,
-        show_progress: bool,
-    ) -> None:
-        self.trait, self.plan, self.loaded, self.judge = trait, plan, loaded, judge
-        self.layers, self.settings, self.show_progress = layers, settings, show_progress
-        self.encoded = [encode_chat(loaded, q) for q in plan.questions]
-
-    def __call__(self, configs: list[tuple[int, float]], number: int) -> Record:
-        settings, questions, vector = self.settings, self.plan.questions, self.plan.vector
-        prompts: list[list[int]] = []
-        rows: list[list[Steer]] = []
-        meta: list[tuple[int, float, int, int]] = []
-        for layer, coefficient in configs:
-            steers = [] if coefficient == 0 else [Steer(vector, layer, coefficient, positions=settings.steer_positions)]
-            for qi, ids in enumerate(self.encoded):
-                for sample in range(settings.samples):
-                    prompts.append(ids)
-                    rows.append(steers)
-                    meta.append((layer, coefficient, qi, sample))
-        generations = generate(
-            self.loaded,
-            prompts,
-            max_new_tokens=settings.max_new_tokens,
-            steering=rows,
-            do_sample=settings.samples > 1,
-            temperature=settings.temperature,
-            seed=settings.seed + 1000 * number,
-            stop_strings=() if self.loaded.use_chat_template else (PLAIN_STOP,),
-            show_progress=self.show_progress,
-            desc=f"steering round {number}",
-        )
-        answers = [g.text for g in generations]
-        asked = [questions[m[2]] for m in meta]
-        trait_scores = self.judge.score_trait(self.trait, asked, answers)
-        coherence = self.judge.score_coherence(asked, answers)
-        projections = answer_projections(self.loaded, vector, generations, self.layers)
-        responses = []
-        for m, g, t, c, p in zip(meta, generations, trait_scores, coherence, projections, strict=True):
-            responses.append(
-                {
-                    "question": questions[m[2]],
-                    "question_index": m[2],
-                    "sample": m[3],
-                    "layer": None if m[1] == 0 else m[0],
-                    "coefficient": m[1],
-                    "text": g.text,
-                    "tokens": list(g.tokens),
-                    "stopped": g.stopped,
-                    "trait": t.to_dict(),
-                    "coherence": c.to_dict(),
-                    "projection": None if p is None or m[1] == 0 else p[str(m[0])],
-                    "projections": p,
-                }
-            )
-        return {"round": number, "configs": [list(c) for c in configs], "responses": responses}
+    Ranked layers depend on the evaluation (hashed here), ``n_layers`` and the steer model's depth
+    (part of the model key), so the key determines them without loading the model.
+    """
+    if settings.layers:
+        return list(settings.layers)
+    metrics = json.dumps(evaluation.to_dict(), sort_keys=True, default=str)
+    return {"ranked": settings.method, "n": settings.n_layers, "evaluation": sha256_text(metrics)}
 
 
-def _run_rounds(runner: _Rounds, force: bool) -> tuple[list[Record], float, str | None]:
+def _run_rounds(trait: Trait, plan: Plan, runner: RoundRunner, force: bool) -> tuple[list[Record], float, str | None]:
     """The baseline and every search round (finished rounds resumed from ``progress.json``), and the floor used."""
-    plan, settings, name = runner.plan, runner.settings, runner.trait.name
-    progress = read_if_current(plan.paths.progress_json, plan.key, force=force)
+    settings, name = plan.settings, trait.name
+    progress = read_if_current(plan.run.progress_json, plan.key, force=force, validate=progress_problem)
     rounds: list[Record] = progress["rounds"] if progress else []
+    if rounds and rescore_failed(rounds, runner.scorers):
+        _checkpoint(plan, rounds)
     if not rounds:
         logger.info(
             "%s: baseline on %s (%d questions × %d samples)",
@@ -328,61 +234,16 @@ def _run_rounds(runner: _Rounds, force: bool) -> tuple[list[Record], float, str 
         rounds,
         runner.layers,
         start=settings.start,
-        sign=_sign(runner.trait),
+        sign=sign_of(trait),
         floor=floor,
         steps=settings.search_steps,
         run_round=runner,
         checkpoint=lambda done: _checkpoint(plan, done),
+        min_scored=settings.min_scored,
         label=name,
     )
     return rounds, floor, floor_note
 
 
-def _sign(trait: Trait) -> float:
-    return -1.0 if trait.direction == "negative" else 1.0
-
-
-def _results(
-    runner: _Rounds, rounds: list[Record], floor: float, floor_note: str | None, transfer_warnings: list[str]
-) -> dict[str, Any]:
-    """The ``results.json`` document (less timing and version, which the caller adds)."""
-    trait, plan, settings, judge = runner.trait, runner.plan, runner.settings, runner.judge
-    baseline = response_summary(rounds[0]["responses"])
-    base_proj = {layer: mean_projection(rounds[0]["responses"], layer) for layer in runner.layers}
-    runs = run_summaries(rounds, baseline, base_proj, plan.vector.spread, _sign(trait), floor)
-    return {
-        "trait": trait.name,
-        "inputs_key": plan.key,
-        "vector": {
-            "file": str(plan.vector_file),
-            "method": plan.vector.method,
-            "position": plan.vector.position,
-            "extracted_on": dict(plan.vector.model),
-        },
-        "steer_model": runner.loaded.describe(),
-        "transfer_warnings": transfer_warnings,
-        "direction": trait.direction,
-        "layers": runner.layers,
-        "settings": asdict(settings),
-        "coherence_floor": {"requested": settings.coherence_floor, "effective": floor, "note": floor_note},
-        "coefficient_unit": "spread (mean norm of mean-centred activations at extraction); sign follows direction",
-        "questions": plan.questions,
-        "judge": plan.judge_info,
-        "smoke_test": bool(judge.smoke_test),
-        "baseline": {**baseline, "projection": {str(k): v for k, v in base_proj.items()}},
-        "runs": runs,
-        "best": best_run(runs),
-        "responses": [dict(r, round=record["round"]) for record in rounds for r in record["responses"]],
-        "usage": judge.usage(),
-    }
-
-
-def _checkpoint(plan: _Plan, rounds: list[Record]) -> None:
-    write_json(plan.paths.progress_json, {"inputs_key": plan.key, "rounds": rounds})
-
-
-def _write(results: dict[str, Any], paths: SteeringPaths) -> None:
-    write_json(paths.results_json, results)
-    write_text(paths.results_md, format_results(results))
-    plot_steering(results, paths.trait_coherence_png, paths.heatmap_png)
-    paths.progress_json.unlink(missing_ok=True)
+def _checkpoint(plan: Plan, rounds: list[Record]) -> None:
+    write_json(plan.run.progress_json, {"inputs_key": plan.key, "steer_model": plan.model_key, "rounds": rounds})

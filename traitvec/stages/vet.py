@@ -129,6 +129,7 @@ def vet_trait(
     settings = settings or VetSettings()
     path = OutputLayout(config.path).extraction(trait.name).vetting_json
     fingerprint = pool.fingerprint(config)
+    model_key = pool.model_key(config)
     judge_info = judge.describe()
     key = inputs_key(
         {
@@ -157,6 +158,7 @@ def vet_trait(
         "trait_hash": trait.files_hash,
         "inputs_key": key,
         "model": loaded.describe(),
+        "model_key": model_key,
         "judge": judge_info,
         "smoke_test": bool(judge.smoke_test),
         "settings": asdict(settings),
