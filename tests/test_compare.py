@@ -3,6 +3,7 @@ statistics against independent computations, refused tokenizers, resuming, and t
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -15,7 +16,7 @@ from test_monitor import HELD_OUT, planted_model, write_planted_trait
 
 from traitvec.cli import main
 from traitvec.errors import ConfigError
-from traitvec.experiments import load_experiment
+from traitvec.experiments import ExperimentConfig, load_experiment
 from traitvec.models import ModelPool
 from traitvec.stages.compare import CompareSettings, cohens_d_paired_means, run_compare
 from traitvec.stages.extract import ExtractionSettings, extract_trait
@@ -110,6 +111,31 @@ def test_a_random_lora_adapter_shows_a_shift(models: dict[str, Any]) -> None:
     assert len(top) == 20 and abs(top[0]["shift"]) >= abs(top[-1]["shift"])
     assert top[0]["shift"] == pytest.approx(top[0]["b"] - top[0]["a"])
     assert top[0]["context"].count("[") == 1 and top[0]["context"].count("]") == 1  # the token marked in its text
+
+
+@pytest.mark.skipif(
+    "adapter" not in {f.name for f in dataclasses.fields(ExperimentConfig)},
+    reason='the adapter = "path" experiment key (w-data) is not here yet',
+)
+def test_an_experiment_with_a_random_lora_adapter_key_shows_a_shift(models: dict[str, Any], tmp_path: Path) -> None:
+    from peft import LoraConfig, get_peft_model
+
+    tuned, _ = planted_model()
+    torch.manual_seed(5)
+    config = LoraConfig(r=4, lora_alpha=8, target_modules=["o_proj", "down_proj"], init_lora_weights=False)
+    adapter = tmp_path / "adapter"
+    get_peft_model(tuned.model, config).save_pretrained(adapter)
+    base_folder = load_experiment("base", models["experiments"]).model
+    (models["experiments"] / "adapted").mkdir(exist_ok=True)
+    (models["experiments"] / "adapted" / "config.toml").write_text(
+        f'model = "{base_folder}"\nadapter = "{adapter}"\ndtype = "float32"\ndevice = "cpu"\n'
+    )
+    adapted = _config(models, "adapted")
+    result = run_compare(models["base"], adapted, ["test/planted"], models["inputs"], pool=models["pool"])
+    entry = result.document["traits"]["test/planted"]
+    low, high = entry["mean_shift_ci95"]
+    assert not low <= 0.0 <= high and abs(entry["d"]) > 0.05
+    assert result.document["models"]["b"]["fingerprint"] != result.document["models"]["a"]["fingerprint"]
 
 
 def test_statistics_match_independent_computations(models: dict[str, Any]) -> None:

@@ -295,6 +295,17 @@ def test_a_current_run_is_skipped_without_the_model_and_inputs_change_the_key(
     assert layer.vectors["test/planted"]["chosen_by"] == "override of layer"
 
 
+def test_a_truncated_or_foreign_projections_file_is_recomputed(planted: dict[str, Any], tmp_path: Path) -> None:
+    inputs = _write(tmp_path / "torn.txt", HELD_OUT)
+    first = run_monitor(planted["config"], ["test/planted"], inputs, pool=planted["pool"])
+    path = first.paths.projections_json
+    whole = path.read_text(encoding="utf-8")
+    for broken in (whole[: len(whole) // 2], "\x00\xff garbage", json.dumps({"texts": [], "inputs_key": "x"})):
+        path.write_text(broken, encoding="utf-8", errors="surrogateescape")
+        again = run_monitor(planted["config"], ["test/planted"], inputs, pool=planted["pool"])
+        assert again.recomputed and path.read_text(encoding="utf-8").count("\n") == whole.count("\n")
+
+
 def test_an_interrupted_run_resumes_at_the_first_unfinished_group(
     planted: dict[str, Any], tmp_path: Path, monkeypatch
 ) -> None:
