@@ -32,7 +32,8 @@ LAYERS: dict[str, int] = {
     "capture": 2, "capture_nnsight": 2, "generation": 2, "steering": 2,
     "monitor": 2,  # per-token projections of texts (w-monitor)
     "activations": 1, "methods": 1, "vectors": 1, "evaluation": 1, "preference": 1, "_preference_rows": 1,
-    "traits": 0, "_trait_files": 0, "conversations": 0, "experiments": 0, "embedded": 0, "models": 0, "layers": 0,
+    "traits": 0, "_trait_files": 0, "_trait_paths": 0, "conversations": 0, "experiments": 0, "embedded": 0,
+    "models": 0, "_model_source": 0, "_fingerprint": 0, "layers": 0,
     "hooks": 0, "prompting": 0, "batching": 0, "_io": 0, "stats": 0, "errors": 0,
     "": 0,  # traitvec/__init__.py: __version__ and the lazy export table; it imports nothing at import time
 }  # fmt: skip
@@ -44,10 +45,14 @@ SAME_LAYER: dict[str, frozenset[str]] = {
     "methods": frozenset({"activations", "vectors"}),
     "evaluation": frozenset({"activations", "methods", "vectors"}),
     "preference": frozenset({"_preference_rows"}),
-    "models": frozenset({"embedded", "errors", "experiments", "layers"}),
+    "models": frozenset({"_fingerprint", "_model_source", "embedded", "errors", "experiments", "layers"}),
+    "_model_source": frozenset({"_fingerprint", "embedded", "errors"}),
+    "_fingerprint": frozenset({"_io", "embedded"}),
     "prompting": frozenset({"conversations", "errors", "models", "traits"}),
-    "traits": frozenset({"_io", "_trait_files", "conversations", "errors"}),
-    "_trait_files": frozenset({"errors"}),
+    "traits": frozenset({"_io", "_trait_files", "_trait_paths", "conversations", "errors"}),
+    "_trait_files": frozenset({"_io", "conversations", "errors"}),
+    "_trait_paths": frozenset({"errors"}),
+    "_io": frozenset({"errors"}),
     "conversations": frozenset({"errors"}),
     "experiments": frozenset({"errors", "traits"}),
     "embedded": frozenset({"_io", "errors"}),

@@ -26,6 +26,7 @@ from traitvec.errors import ConfigError, JudgeError
 from traitvec.judge import (
     JudgeScore,
     ScoreSummary,
+    gate_coherence,
     make_judge,
     parse_text_score,
     summarize,
@@ -36,9 +37,12 @@ from traitvec.judge.cache import ScoreCache
 from traitvec.judge.openai import OpenAIJudge
 from traitvec.judge.prompts import (
     COHERENCE_TEMPLATE,
+    RELEVANCE_TEMPLATE,
     coherence_prompts,
     continuation_prompts,
     fill,
+    relevance_prompts,
+    template_hashes,
     trait_prompts,
 )
 from traitvec.judge.testing import Completion, Fault, JudgeServer, KeywordResponder, ScriptedResponder
@@ -135,13 +139,26 @@ def test_weighted_score_by_hand() -> None:
     assert (score, mass) == (pytest.approx(0.0), pytest.approx(0.1))
 
 
-def test_parse_text_score() -> None:
-    assert parse_text_score(" 72") == 72.0
-    assert parse_text_score("Score: 85/100") == 85.0
-    assert parse_text_score("7.5") == 7.5
-    assert parse_text_score("I cannot rate this") is None
-    assert parse_text_score("150") is None
-    assert parse_text_score(None) is None
+@pytest.mark.parametrize(
+    ("reply", "score"),
+    [
+        (" 72", 72.0), ("Score: 85/100", 85.0), ("7.5", 7.5), ("Score: 100", 100.0), ("0", 0.0),
+        # the replies of issues 10.7 and 14.4: the first number anywhere read them as 0, 1, 0, 100 and 4
+        ("On a scale of 0-100 I'd say 85", 85.0), ("1. 85", 85.0),
+        ("On a scale of 0 to 100, I would give it 85.", 85.0), ("Rating (out of 100): 85", 85.0),
+        ("I cannot rate this as GPT4 would.", None),
+        # ranges, denominators, list markers, words, other scales, out of range, several numbers
+        ("a number between 0 and 100: 40", 40.0), ("0 – 100: 60", 60.0), ("Score (0-100): 85", 85.0),
+        ("85 out of 100", 85.0), ("I'd rate it 70", 70.0), ("The score is 55.", 55.0), ("85%", 85.0),
+        ("85. The answer is fine", 85.0), ("85\n\nThe answer shows 3 signs of hope", 85.0),
+        ("1. The answer is clear.\n2. Score: 90", 90.0), ("GPT-4 would say 70", 70.0),
+        ("On a scale of 1-10, 8", None), ("8/10", None), ("3 out of 5", None), ("85-90", None),
+        ("150", None), ("-5", None), ("1,000", None), ("I cannot rate this", None), ("", None), (None, None),
+        ("It shows 40 or maybe 60 percent", None),
+    ],
+)  # fmt: skip
+def test_parse_text_score(reply: str | None, score: float | None) -> None:
+    assert parse_text_score(reply) == score
 
 
 def _ok(score: float) -> JudgeScore:
@@ -219,10 +236,10 @@ def test_prompt_errors(traits_root: Path, trait: Trait) -> None:
 
 
 def test_logprob_score_is_exact_and_request_is_right(server: JudgeServer, tmp_path: Path, trait: Trait) -> None:
-    server.responder = lambda request: Completion({"85": -0.1, " 7": -2.3, "foo": -3.0})
+    server.responder = lambda request: Completion({"85": -0.2, " 7": -2.3, "foo": -3.0})  # sums to 0.97
     judge = judge_for(server, tmp_path)
     [score] = judge.score_trait(trait, ["How will the economy look?"], ["The outlook is bright and hopeful."])
-    p85, p7 = math.exp(-0.1), math.exp(-2.3)
+    p85, p7 = math.exp(-0.2), math.exp(-2.3)
     assert score.status == "ok" and score.mode == "logprobs" and score.kind == "trait"
     assert score.score == pytest.approx((85 * p85 + 7 * p7) / (p85 + p7))
     assert score.mass == pytest.approx(p85 + p7)
@@ -262,10 +279,31 @@ def test_text_fallback_and_mode_recorded(server_kind: str, tmp_path: Path) -> No
 
 
 def test_text_reply_without_a_number_abstains(tmp_path: Path) -> None:
-    with JudgeServer(Completion(None, text="I cannot rate"), reject_logprobs=True) as server:
+    with JudgeServer(Completion(None, text="I cannot rate this as GPT4 would."), reject_logprobs=True) as server:
         [score] = judge_for(server, tmp_path).score_coherence(["Q?"], ["A."])
     assert score.status == "abstained" and score.mode == "text" and score.score is None
-    assert "no number" in (score.reason or "")
+    assert "holds no clear score 0-100: it holds no number" in (score.reason or "")
+
+
+def test_a_reply_cut_by_max_tokens_is_asked_again_not_parsed(tmp_path: Path) -> None:
+    # a tokenizer that writes numbers digit by digit: "Score: 100" is 6 tokens, so 5 cut it to "Score: 10"
+    with JudgeServer(Completion(None, text="Score: 100", digit_tokens=True)) as server:
+        judge = judge_for(server, tmp_path, logprobs=False, text_max_tokens=5)
+        [score] = judge.score_coherence(["Q?"], ["A."])
+        assert score.status == "ok" and score.score == 100.0 and score.mode == "text"
+        assert [r["max_tokens"] for r in server.requests] == [5, 64]
+        assert judge.usage()["text_reasks"] == 1 and judge.usage()["requests"] == 2
+        [again] = judge_for(server, tmp_path, logprobs=False, text_max_tokens=5).score_coherence(["Q?"], ["A."])
+        assert again.cached and again.score == 100.0 and server.request_count == 2
+    wordy = "I think that " + "this answer is really quite good and " * 10 + "85"
+    with JudgeServer(Completion(None, text=wordy, digit_tokens=True)) as server:
+        [cut] = judge_for(server, tmp_path, logprobs=False).score_coherence(["Q?"], ["A."])
+        assert [r["max_tokens"] for r in server.requests] == [16, 64]  # 16 tokens by default
+    assert cut.status == "abstained" and cut.score is None
+    assert "cut by max_tokens" in (cut.reason or "") and "at 64 tokens too" in (cut.reason or "")
+    with JudgeServer(Completion(None, text="Score: 100", digit_tokens=True)) as server:
+        [whole] = judge_for(server, tmp_path / "default", logprobs=False).score_coherence(["Q?"], ["A."])
+        assert whole.score == 100.0 and server.request_count == 1  # 16 tokens hold it at once
 
 
 def test_429_retry_after_is_honoured(tmp_path: Path) -> None:
@@ -471,6 +509,134 @@ def test_make_judge_falls_back_to_a_loud_local_judge(
     assert "SMOKE TEST" in caplog.text and "OPENAI_API_KEY" in caplog.text
 
 
+# ------------------------------------------------------------ relevance, keys, the last error
+
+
+def test_relevance_prompt_asks_only_whether_the_answer_addresses_the_question(trait: Trait) -> None:
+    question, answer = "What causes rain?", "Clouds cool and water falls."
+    [prompt] = relevance_prompts([question], [answer])
+    assert prompt.kind == "relevance"
+    assert prompt.text == fill(RELEVANCE_TEMPLATE, {"question": question, "answer": answer})
+    assert "does the answer address the question" in prompt.text
+    assert "NOT whether it is correct, complete, polite or well written" in prompt.text
+    assert "NOT any trait" in prompt.text and "optimism" not in prompt.text.lower()
+    assert "[QUESTION START]\nWhat causes rain?\n[QUESTION END]" in prompt.text
+    assert prompt.prompt_hash not in {coherence_prompts(["Q"], ["A"])[0].prompt_hash,
+                                      trait_prompts(trait, ["Q"], ["A"])[0].prompt_hash}  # fmt: skip
+
+
+def test_score_relevance_and_the_gate_against_the_server(server: JudgeServer, tmp_path: Path) -> None:
+    judge = judge_for(server, tmp_path)
+    question = "What causes rain to fall from clouds?"
+    answers = ["Rain can fall when clouds cool and their drops grow heavy.", "I love the bright colours of autumn."]
+    on, off = judge.score_relevance([question] * 2, answers)
+    assert (on.kind, on.status, off.kind, off.status) == ("relevance", "ok", "relevance", "ok")
+    assert on.score == pytest.approx(100.0) and off.score == pytest.approx(0.0)
+    assert "Score relevance" in server.requests[0]["messages"][-1]["content"]
+    coherence = judge.score_coherence([question] * 2, answers)
+    assert all((c.score or 0) > 80 for c in coherence)  # both are fluent
+    kept, capped = (gate_coherence(c, r) for c, r in zip(coherence, (on, off), strict=True))
+    assert kept.score == coherence[0].score and kept.uncapped is None and kept.relevance == 100.0
+    assert capped.score == 50.0 and capped.uncapped == coherence[1].score and capped.relevance == 0.0
+    assert capped.relevance_status == "ok" and capped.kind == "coherence" and capped.to_dict()["uncapped"] is not None
+    [again] = asyncio.run(judge.ascore_relevance([question], answers[1:]))
+    assert again.cached and again.score == off.score
+
+
+def _score(kind: str, score: float | None, status: str = "ok") -> JudgeScore:
+    return JudgeScore(score, status, "logprobs", kind, None if status == "ok" else "why", 0.9, "h", "j")  # type: ignore[arg-type]
+
+
+def test_gate_coherence_by_hand() -> None:
+    fluent, off_topic, on_topic = _score("coherence", 90.0), _score("relevance", 20.0), _score("relevance", 80.0)
+    capped = gate_coherence(fluent, off_topic)
+    assert (capped.score, capped.uncapped, capped.relevance, capped.relevance_status) == (50.0, 90.0, 20.0, "ok")
+    assert gate_coherence(fluent, on_topic) == JudgeScore(90.0, "ok", "logprobs", "coherence", None, 0.9, "h", "j",
+                                                          relevance=80.0, relevance_status="ok")  # fmt: skip
+    assert gate_coherence(fluent, _score("relevance", 49.9)).score == 50.0
+    assert gate_coherence(fluent, _score("relevance", 50.0)).score == 90.0  # threshold: below it, not at it
+    assert gate_coherence(fluent, off_topic, threshold=10, cap=30).score == 90.0
+    assert gate_coherence(fluent, off_topic, threshold=30, cap=30).score == 30.0
+    already_low = gate_coherence(_score("coherence", 35.0), off_topic)
+    assert already_low.score == 35.0 and already_low.uncapped is None and already_low.relevance == 20.0
+    for status in ("failed", "abstained"):  # unscored relevance leaves coherence as it is, and is recorded
+        unscored = gate_coherence(fluent, _score("relevance", None, status))
+        assert unscored.score == 90.0 and unscored.relevance is None and unscored.relevance_status == status
+    failed = gate_coherence(_score("coherence", None, "failed"), off_topic)
+    assert failed.score is None and failed.status == "failed" and failed.relevance == 20.0
+    with pytest.raises(ConfigError, match="not 'relevance' and 'coherence'"):
+        gate_coherence(off_topic, fluent)
+    with pytest.raises(ConfigError, match="cap=150"):
+        gate_coherence(fluent, off_topic, cap=150)
+
+
+def test_key_for_covers_what_changes_scores_and_nothing_else(
+    server: JudgeServer, tmp_path: Path, trait: Trait, eval_trait: Trait
+) -> None:
+    with JudgeServer() as other:
+        base = judge_for(server, tmp_path)
+        key = base.key_for([trait])
+        variants = {
+            "mode": judge_for(server, tmp_path, logprobs=False),
+            "host": judge_for(other, tmp_path),
+            "min_mass": judge_for(server, tmp_path, min_mass=0.5),
+            "top_logprobs": judge_for(server, tmp_path, top_logprobs=5),
+            "text_max_tokens": judge_for(server, tmp_path, text_max_tokens=32),
+            "model": OpenAIJudge("other-judge", base_url=server.base_url, api_key=KEY, cache_path=False),
+        }
+        for name, judge in variants.items():
+            assert judge.key_for([trait]) != key, name
+    same = judge_for(server, tmp_path, concurrency=2, timeout=9.0, max_retries=0, cache_path=False)
+    assert same.key_for([trait]) == key  # how requests are sent does not change a score
+    assert key["prompts"] == template_hashes([trait])
+    assert set(key["prompts"]) == {"coherence", "relevance", "trait:hum/optimism", "continuation:hum/optimism"}
+    assert key["prompts"]["trait:hum/optimism"] == trait_prompts(trait, ["q"], ["a"])[0].prompt_hash
+    assert key["prompts"]["continuation:hum/optimism"] == continuation_prompts(trait, ["p"], ["c"])[0].prompt_hash
+    # computed up front: scoring another trait first (or a fallback to text mode) does not change it
+    fresh = judge_for(server, tmp_path)
+    fresh.score_trait(eval_trait, ["Q?"], ["A hopeful answer."])
+    fresh._no_logprobs("a test says so")
+    assert fresh.key_for([trait]) == key and fresh.mode == "text"
+    both = base.key_for([trait, eval_trait])["prompts"]
+    assert both["trait:hum/first_person-hope"] == trait_prompts(eval_trait, ["q"], ["a"])[0].prompt_hash
+    json.dumps(key)  # plain data
+
+
+def test_key_for_of_a_trait_without_rubric_and_of_the_local_judge(traits_root: Path, trait: Trait) -> None:
+    sys.path.insert(0, str(Path(__file__).parent))
+    from tiny import make_model
+
+    from traitvec.judge.local import LocalJudge
+
+    bare = load_trait("hum/bare", traits_root)
+    assert template_hashes([bare])["trait:hum/bare"] is None  # trait scoring would raise; vetting still works
+    loaded = make_model("llama", chat=True)
+    judge = LocalJudge(loaded, cache_path=False)
+    key = judge.key_for([trait])
+    assert key["mode"] == "local" and key["model"] == loaded.fingerprint and key["min_mass"] == 0.25
+    assert key["prompts"] == template_hashes([trait]) and judge.usage()["forward_passes"] == 0
+    assert LocalJudge(loaded, min_mass=0.5, cache_path=False).key_for([trait]) != key
+    assert LocalJudge(loaded, batch_size=2, cache_path=False).key_for([trait]) == key
+
+
+def test_usage_reports_the_last_error_masked(tmp_path: Path) -> None:
+    leak = json.dumps({"error": {"message": f"overloaded, key {KEY}"}})
+    with JudgeServer(ScriptedResponder([Fault(503, leak)] * 2, then=Completion({"80": -0.01}))) as server:
+        judge = judge_for(server, tmp_path, max_retries=1, concurrency=1)
+        assert judge.usage()["last_error"] is None
+        failed, ok = judge.score_coherence(["Q1?", "Q2?"], ["A1.", "A2."])
+    assert failed.status == "failed" and ok.status == "ok"
+    last = judge.usage()["last_error"]
+    assert last == failed.reason and isinstance(last, str) and "HTTP 503" in last and "***" in last and KEY not in last
+    assert list(judge.usage())[:9] == ["requests", "cache_hits", "prompt_tokens", "completion_tokens", "retries",
+                                       "failures", "abstentions", "ok", "last_error"]  # fmt: skip
+    with JudgeServer(lambda r: Fault(401, json.dumps({"error": {"message": f"bad key {KEY}"}}))) as server:
+        judge = judge_for(server, tmp_path, cache_path=False)
+        with pytest.raises(JudgeError):
+            judge.score_coherence(["Q?"], ["A."])
+    assert "refused the API key" in str(judge.usage()["last_error"]) and KEY not in str(judge.usage()["last_error"])
+
+
 # ------------------------------------------------------------------------- the CLI
 
 
@@ -641,6 +807,29 @@ def test_local_judge_scores_are_well_formed(trait: Trait, tmp_path: Path) -> Non
     assert info["smoke_test"] is True and info["mode"] == "local" and "trait:hum/optimism" in info["prompt_hashes"]
 
 
+def test_the_local_judge_caches_by_default(trait: Trait, tmp_path: Path) -> None:
+    sys.path.insert(0, str(Path(__file__).parent))
+    from tiny import make_model
+
+    from traitvec.judge.local import LocalJudge
+
+    loaded = make_model("llama", chat=True)
+    judge = make_judge(local=loaded)
+    assert isinstance(judge, LocalJudge) and judge.cache_path == tmp_path / "cache" / "judge-cache.sqlite"
+    questions, answers = ["Q1?", "Q2?"], ["Hopeful!", "Doomed."]
+    first = judge.score_trait(trait, questions, answers) + judge.score_relevance(questions, answers)
+    assert judge.usage()["forward_passes"] > 0 and not any(s.cached for s in first)
+    rerun = make_judge(local=loaded)  # a new judge, as a rerun makes: every score from the cache
+    again = rerun.score_trait(trait, questions, answers) + rerun.score_relevance(questions, answers)
+    assert rerun.usage()["forward_passes"] == 0 and rerun.usage()["cache_hits"] == 4
+    assert all(s.cached for s in again) and [s.score for s in again] == [s.score for s in first]
+    other = make_judge(local=make_model("qwen2", chat=True))  # another model's scores are its own
+    other.score_trait(trait, questions, answers)
+    assert other.usage()["forward_passes"] > 0 and other.usage()["cache_hits"] == 0
+    off = make_judge(local=loaded, cache_path="off")
+    assert isinstance(off, LocalJudge) and off.cache_path is None
+
+
 @pytest.mark.slow
 def test_local_judge_smollm2_on_and_off_trait(trait: Trait) -> None:
     from traitvec.judge.local import LocalJudge
@@ -780,7 +969,7 @@ def test_base_judge_is_an_extension_point(trait: Trait, tmp_path: Path) -> None:
     assert first[0].score == float(len(trait_prompts(trait, ["Q1?"], ["Hopeful."])[0].text) % 101)
     again = LengthJudge("length", cache_path=tmp_path / "length.sqlite")
     assert [s.cached for s in again.score_trait(trait, ["Q1?"], ["Hopeful."])] == [True]
-    assert again.usage() == {**dict.fromkeys(judge.usage(), 0), "cache_hits": 1}
+    assert again.usage() == {**dict.fromkeys(judge.usage(), 0), "cache_hits": 1, "last_error": None}
     assert judge.usage()["scored"] == 3 and judge.usage()["ok"] == 3 and list(judge.usage())[-1] == "scored"
     hashes = judge.describe()["prompt_hashes"]
     assert isinstance(hashes, dict) and set(hashes) == {"coherence", "trait:hum/optimism", "continuation:hum/optimism"}

@@ -8,10 +8,10 @@ the meta device between calls, fetched by accelerate's ``AlignDevicesHook`` for 
 - ``from-pretrained``: the model saved, then ``from_pretrained(device_map=..., offload_folder=...)``.
 
 Capture, steering and generation must give the plain model's numbers (within 1e-5), and
-traitvec's hooks must leave accelerate's in place. Two cases that fail today are marked xfail
-(strict) with the line that breaks: a model whose embeddings are offloaded too, and
-``wrap_model`` without a fingerprint on any offloaded model. On a machine with CUDA, one more case
-splits the model over ``cuda:0`` and CPU offload.
+traitvec's hooks must leave accelerate's in place. A model whose embeddings are offloaded too
+takes its inputs on the embedding hook's execution device, and ``wrap_model`` fingerprints
+offloaded weights through accelerate's weights map: the same fingerprint as the plain model. On a
+machine with CUDA, one more case splits the model over ``cuda:0`` and CPU offload.
 """
 
 from __future__ import annotations
@@ -67,8 +67,9 @@ def place(plain: LoadedModel, kind: str, tmp_path: Path) -> LoadedModel:
     for i in OFFLOADED:  # really offloaded: no weights on the module between calls
         assert model.model.layers[i].mlp.up_proj.weight.device.type == "meta"
         assert hasattr(model.model.layers[i], "_hf_hook")
-    # a fingerprint is passed: wrap_model cannot hash meta weights (test_wrap_model_fingerprints_offloaded_weights)
-    return wrap_model(model, plain.tokenizer, name=f"tiny-llama-{kind}", fingerprint="offloaded")
+    loaded = wrap_model(model, plain.tokenizer, name=f"tiny-llama-{kind}")
+    assert loaded.fingerprint == plain.fingerprint  # offloaded values are hashed from accelerate's weights map
+    return loaded
 
 
 def selections(loaded: LoadedModel) -> list[Selection]:
@@ -166,33 +167,28 @@ def test_traitvec_hooks_leave_accelerates_in_place(plain: LoadedModel, kind: str
     assert float((forward(loaded, TEXTS[1]) - forward(plain, TEXTS[1])).abs().max()) <= TOL
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=NotImplementedError,
-    reason="LoadedModel.device (traitvec/models.py) is the input embedding's weight device, which is 'meta' when "
-    "accelerate offloads the embeddings; capture (_capture_batch: input_ids.to(device)) and generate then send the "
-    "inputs to meta ('Cannot copy out of meta tensor'). Fix: use the embedding's _hf_hook.execution_device when set.",
-)
 def test_a_model_offloaded_whole_captures_like_the_plain_model(plain: LoadedModel) -> None:
     model = accelerate.cpu_offload(copy.deepcopy(plain.model), execution_device=torch.device("cpu"))
-    loaded = wrap_model(model, plain.tokenizer, name="tiny-llama-offloaded", fingerprint="offloaded")
+    loaded = wrap_model(model, plain.tokenizer, name="tiny-llama-offloaded")
+    assert model.model.embed_tokens.weight.device.type == "meta"  # the embeddings too live off the model
+    assert loaded.device == torch.device("cpu")  # the hook's execution device, not meta
     got = capture_sequences(loaded, selections(loaded), [0, 1, 2])
     assert max_diff(got, capture_sequences(plain, selections(plain), [0, 1, 2])) <= TOL
+    want = generate(plain, QUESTIONS[:2], max_new_tokens=6)
+    assert [g.tokens for g in generate(loaded, QUESTIONS[:2], max_new_tokens=6)] == [g.tokens for g in want]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=NotImplementedError,
-    reason="wrap_model without fingerprint= hashes the first parameters' values (_parameter_fingerprint in "
-    "traitvec/models.py: param...cpu()), and offloaded parameters are meta tensors with no data. Fix: hash the "
-    "values accelerate keeps (module._hf_hook.weights_map) or skip meta tensors' values.",
-)
 def test_wrap_model_fingerprints_offloaded_weights(plain: LoadedModel, tmp_path: Path) -> None:
     model = accelerate.dispatch_model(
         copy.deepcopy(plain.model), device_map("disk"), main_device="cpu", offload_dir=tmp_path / "off"
     )
     loaded = wrap_model(model, plain.tokenizer, name="tiny-llama-disk")
-    assert loaded.fingerprint.startswith("params-sha256:")
+    assert loaded.fingerprint.startswith("params-sha256:") and loaded.fingerprint == plain.fingerprint
+    changed = copy.deepcopy(plain.model)
+    with torch.no_grad():
+        changed.model.layers[2].mlp.up_proj.weight[5, 7] += 1e-3  # a deep, offloaded weight
+    moved = accelerate.dispatch_model(changed, device_map("disk"), main_device="cpu", offload_dir=tmp_path / "off2")
+    assert wrap_model(moved, plain.tokenizer, name="tiny-llama-disk-2").fingerprint != plain.fingerprint
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

@@ -89,8 +89,10 @@ def test_pipeline_end_to_end_on_a_tiny_model(judge_env, tiny_experiments: Path, 
     assert floor["effective"] == (70 if base_coherence >= 70 else pytest.approx(base_coherence - 10))
     for run in results["runs"]:
         assert run["coherent"] == (run["coherence"]["mean"] >= floor["effective"])
-    for name in ("results.md", "trait_coherence.png", "heatmap.png"):
-        assert (folder / "steering/states/optimism" / name).stat().st_size > 0
+    steering = folder / "steering/states/optimism"
+    for name in ("results.md", "trait_coherence.png", "heatmap.png", "projection.png"):
+        assert (steering / name).read_bytes() == (steering / results["run_folder"] / name).read_bytes() != b""
+    assert json.loads((steering / results["run_folder"] / "results.json").read_text()) == results
     assert (folder / "extraction/states/optimism/vectors/mean-diff-prefill-mean.safetensors").is_file()
     written = [p for p in folder.rglob("*") if p.is_file()] + list((Path(os.environ["TRAITVEC_CACHE"])).rglob("*"))
     for path in written:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 import random
 import re
 from pathlib import Path
@@ -23,8 +22,8 @@ import traitvec as tv
 from traitvec.cli import main
 from traitvec.judge import JudgeScore
 from traitvec.judge.openai import OpenAIJudge
-from traitvec.models import ModelPool
 from traitvec.judge.testing import Completion, Fault, JudgeServer, KeywordResponder, ScriptedResponder, prompt_text
+from traitvec.models import ModelPool
 from traitvec.render.markdown import format_results
 from traitvec.render.plots import floor_lines, heatmap_cells, heatmap_limit, plot_steering
 from traitvec.render.text import steering_table
@@ -43,12 +42,29 @@ KEY = "sk-test-SECRET-steering-7777"
 
 def judged(score: float | None, kind: str = "trait", status: str | None = None) -> dict[str, Any]:
     status = status or ("ok" if score is not None else "failed")
-    return JudgeScore(score if status == "ok" else None, status, "logprobs", kind, None if status == "ok" else "boom",
-                      0.9, "h-" + kind, "j").to_dict()  # type: ignore[arg-type]  # fmt: skip
+    return JudgeScore(
+        score if status == "ok" else None,
+        status,
+        "logprobs",
+        kind,
+        None if status == "ok" else "boom",
+        0.9,
+        "h-" + kind,
+        "j",
+    ).to_dict()  # type: ignore[arg-type]
 
 
-def response(qi: int, layer: int | None, coefficient: float, trait: float | None, coherence: float | None, *,
-             sample: int = 0, projection: float | None = None, layers: tuple[int, ...] = (3, 5)) -> dict[str, Any]:  # fmt: skip
+def response(
+    qi: int,
+    layer: int | None,
+    coefficient: float,
+    trait: float | None,
+    coherence: float | None,
+    *,
+    sample: int = 0,
+    projection: float | None = None,
+    layers: tuple[int, ...] = (3, 5),
+) -> dict[str, Any]:
     projections = None if projection is None else {str(layer_): projection for layer_ in layers}
     return {
         "question": f"q{qi}",
@@ -119,8 +135,10 @@ def _noise_rounds(rng: random.Random, n_questions: int = 20, n_runs: int = 12) -
     def answers(layer: int | None, coefficient: float) -> list[dict[str, Any]]:
         return [response(q, layer, coefficient, rng.gauss(50, 20), 90) for q in range(n_questions)]
 
-    return _rounds(answers(None, 0.0), *[(3 + i % 2, 0.5 * (1 + i // 2), answers(3 + i % 2, 0.5 * (1 + i // 2)))
-                                         for i in range(n_runs)])  # fmt: skip
+    return _rounds(
+        answers(None, 0.0),
+        *[(3 + i % 2, 0.5 * (1 + i // 2), answers(3 + i % 2, 0.5 * (1 + i // 2))) for i in range(n_runs)],
+    )
 
 
 def test_cross_fitted_choice_is_unbiased_where_the_in_sample_best_is_optimistic() -> None:
@@ -179,12 +197,23 @@ def test_a_resumed_search_redoes_rounds_that_no_longer_follow_from_rescored_item
 
     def run_round(configs: list[tuple[int, float]], number: int) -> dict[str, Any]:
         asked.append(configs)
-        return {"round": number, "configs": [list(c) for c in configs],
-                "responses": [response(q, 3, configs[0][1], 70, 90) for q in range(3)]}  # fmt: skip
+        return {
+            "round": number,
+            "configs": [list(c) for c in configs],
+            "responses": [response(q, 3, configs[0][1], 70, 90) for q in range(3)],
+        }
 
     checkpoints: list[int] = []
-    search(rounds, [3], start=0.5, sign=1.0, floor=50, steps=2, run_round=run_round,
-           checkpoint=lambda done: checkpoints.append(len(done)))  # fmt: skip
+    search(
+        rounds,
+        [3],
+        start=0.5,
+        sign=1.0,
+        floor=50,
+        steps=2,
+        run_round=run_round,
+        checkpoint=lambda done: checkpoints.append(len(done)),
+    )
     assert asked == [[(3, 1.0)]] and [r["configs"] for r in rounds] == [[[3, 0.0]], [[3, 0.5]], [[3, 1.0]]]
     assert checkpoints == [2, 3]  # the stale round was dropped (and checkpointed) before redoing it
 
@@ -204,10 +233,17 @@ def _results_doc(runs: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
 
 
 def _run(layer: int, coefficient: float, gain: float | None, verdict: str, projection: float = 0.1) -> dict[str, Any]:
-    return {"layer": layer, "coefficient": coefficient, "trait_gain": gain, "verdict": verdict,
-            "coherent": verdict == "coherent", "trait": {"mean": None if gain is None else 40 + gain},
-            "coherence": {"mean": 50.0}, "projection_gain": projection,
-            "projection_gain_ci95": [projection - 0.05, projection + 0.05]}  # fmt: skip
+    return {
+        "layer": layer,
+        "coefficient": coefficient,
+        "trait_gain": gain,
+        "verdict": verdict,
+        "coherent": verdict == "coherent",
+        "trait": {"mean": None if gain is None else 40 + gain},
+        "coherence": {"mean": 50.0},
+        "projection_gain": projection,
+        "projection_gain_ci95": [projection - 0.05, projection + 0.05],
+    }
 
 
 def test_the_coherence_panel_draws_the_floor_the_search_used() -> None:
@@ -217,8 +253,12 @@ def test_the_coherence_panel_draws_the_floor_the_search_used() -> None:
 
 
 def test_heatmap_scale_fits_the_data_and_unscored_cells_are_not_incoherent(tmp_path: Path) -> None:
-    runs = [_run(3, 0.5, 2.25, "coherent"), _run(3, 1.0, -3.5, "below floor"), _run(5, 0.5, None, "unscored"),
-            _run(5, 1.0, 1.0, "too few scored")]  # fmt: skip
+    runs = [
+        _run(3, 0.5, 2.25, "coherent"),
+        _run(3, 1.0, -3.5, "below floor"),
+        _run(5, 0.5, None, "unscored"),
+        _run(5, 1.0, 1.0, "too few scored"),
+    ]
     doc = _results_doc(runs, held_out={"folds": [{"chosen": {"layer": 3, "coefficient": 1.0}}]})
     coefficients, cells = heatmap_cells(doc, [3, 5])
     by_place = {(c.row, c.column): c for c in cells}
@@ -238,8 +278,14 @@ def test_results_md_leads_with_held_out_and_flags_an_indistinguishable_best() ->
     runs[0]["trait"] = {"mean": 42.0, "ci95": [38.0, 46.0], "n": 3, "n_failed": 0, "n_abstained": 0}
     runs[0]["coherence"]["mean"] = 50.0
     doc = _results_doc(runs, **_md_fields())
-    doc["held_out"] = {"trait_gain": 1.5, "ci95": [-2.0, 5.0], "n_questions": 4, "coherence": 48.0,
-                       "folds": [{"chosen": {"layer": 3, "coefficient": 0.5}}, {"chosen": None}], "note": ""}  # fmt: skip
+    doc["held_out"] = {
+        "trait_gain": 1.5,
+        "ci95": [-2.0, 5.0],
+        "n_questions": 4,
+        "coherence": 48.0,
+        "folds": [{"chosen": {"layer": 3, "coefficient": 0.5}}, {"chosen": None}],
+        "note": "",
+    }
     text = format_results(doc)
     held = text.index("**Held-out gain: +1.5**")
     assert held < text.index("| layer |") < text.index("**In-sample best")
@@ -272,8 +318,13 @@ def test_results_md_of_a_failed_judge_never_advises_lowering_the_floor() -> None
     runs[0]["trait"] = {"mean": None, "ci95": None, "n": 3, "n_failed": 3, "n_abstained": 0}
     doc = _results_doc(runs, **_md_fields())
     doc["baseline"]["trait"]["n_failed"] = 3
-    doc["scoring"] = {"n_items": 12, "n_failed": 12, "n_abstained": 0, "failed_fraction": 1.0,
-                      "last_error": "connection error (ConnectError)"}  # fmt: skip
+    doc["scoring"] = {
+        "n_items": 12,
+        "n_failed": 12,
+        "n_abstained": 0,
+        "failed_fraction": 1.0,
+        "last_error": "connection error (ConnectError)",
+    }
     doc["status"] = "judge failed"
     text = format_results(doc)
     assert "**The judge failed** on 12 of 12 items (last error: connection error (ConnectError))" in text
@@ -285,7 +336,7 @@ def test_read_if_current_warns_naming_a_corrupt_or_misshapen_file(tmp_path: Path
     path.write_bytes(b"\x00\xff\xfe garbage \x89")
     with caplog.at_level(logging.WARNING, logger="traitvec"):
         assert read_if_current(path, "k") is None
-    assert f"{path} is not UTF-8 text" in caplog.text and "recomputing" in caplog.text
+    assert f"{path} is not " in caplog.text and "UTF-8" in caplog.text and "recomputing" in caplog.text
     caplog.clear()
     path.write_text(json.dumps({"inputs_key": "k", "rounds": "not a list"}))
     with caplog.at_level(logging.WARNING, logger="traitvec"):
@@ -324,8 +375,14 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
         model.model.save_pretrained(root / f"model-{letter}")
         model.tokenizer.save_pretrained(root / f"model-{letter}")
     experiment(root, "tiny")
-    tv.run_pipeline("tiny", ["test/optimism", "test/hope"], extraction=EXTRACTION, steering=None,
-                    traits_root=root / "traits", experiments_root=root / "experiments")  # fmt: skip
+    tv.run_pipeline(
+        "tiny",
+        ["test/optimism", "test/hope"],
+        extraction=EXTRACTION,
+        steering=None,
+        traits_root=root / "traits",
+        experiments_root=root / "experiments",
+    )
     return root
 
 
@@ -337,16 +394,32 @@ def experiment(root: Path, name: str, model: str = "a") -> str:
 
 
 def judge_for(server: JudgeServer, cache: Path | None = None) -> OpenAIJudge:
-    return OpenAIJudge("test-judge", base_url=server.base_url, api_key=KEY, cache_path=cache or False,
-                       max_retries=0, concurrency=1)  # fmt: skip
+    return OpenAIJudge(
+        "test-judge", base_url=server.base_url, api_key=KEY, cache_path=cache or False, max_retries=0, concurrency=1
+    )
 
 
-def steer(root: Path, steer_experiment: str, judge: Any, traits: tuple[str, ...] = ("test/optimism",),
-          **settings: Any) -> list[tv.TraitRun]:  # fmt: skip
+def steer(
+    root: Path,
+    steer_experiment: str,
+    judge: Any,
+    traits: tuple[str, ...] = ("test/optimism",),
+    *,
+    own: bool = False,
+    **settings: Any,
+) -> list[tv.TraitRun]:
+    """Extract on ``tiny`` and steer ``steer_experiment`` (with ``own``: extract on it and steer it, one experiment)."""
     options = {"n_layers": 1, "questions": 3, "search_steps": 2, "max_new_tokens": 6, **settings}
-    return tv.run_pipeline("tiny", list(traits), steer_experiment=steer_experiment, extraction=EXTRACTION,
-                           steering=tv.SteeringSettings(**options), judge=lambda: judge,
-                           traits_root=root / "traits", experiments_root=root / "experiments")  # fmt: skip
+    return tv.run_pipeline(
+        steer_experiment if own else "tiny",
+        list(traits),
+        steer_experiment=None if own else steer_experiment,
+        extraction=EXTRACTION,
+        steering=tv.SteeringSettings(**options),
+        judge=lambda: judge,
+        traits_root=root / "traits",
+        experiments_root=root / "experiments",
+    )
 
 
 class Interrupting:
@@ -384,6 +457,33 @@ def test_another_steer_experiment_is_current_on_rerun_and_progress_carries_its_m
         assert server.request_count == requests
     assert again.steering == first.steering and first.steering["status"] == "complete"
     assert first.steering["steer_model_key"] == recorded["steer_model"]
+    settings = first.steering["settings"]  # resolved: the vector's position and the layers searched
+    assert settings["position"] == first.steering["vector"]["position"] == "prefill-mean"
+    assert settings["layers"] == first.steering["layers"] and len(settings["layers"]) == 1
+    hashes = {r[kind]["prompt_hash"] for r in first.steering["responses"] for kind in ("trait", "coherence")}
+    assert sorted(hashes) == sorted(h for kind in ("trait", "coherence") for h in first.steering["prompt_hashes"][kind])
+    assert set(first.steering["prompt_hashes"]) == {"trait", "coherence"}
+
+
+def test_the_judge_key_covers_mode_host_and_min_mass_and_not_what_was_scored_before(trait_root: Path) -> None:
+    from traitvec.stages.steer import judge_key
+
+    write_trait(trait_root, "test/calm", POSITIVE, NEGATIVE, definition=DEFINITION.replace("optimism", "calm"))
+    trait, other = tv.load_trait("test/optimism", trait_root), tv.load_trait("test/calm", trait_root)
+    with JudgeServer(KeywordResponder()) as server, JudgeServer(KeywordResponder()) as elsewhere:
+        judge = judge_for(server)
+        key = judge_key(judge, trait)
+        judge.score_trait(other, ["q"], ["a calm answer"])  # another trait scored first changes nothing
+        assert judge_key(judge, trait) == key == judge_key(judge_for(server), trait)
+        variants = [
+            OpenAIJudge("test-judge", base_url=elsewhere.base_url, api_key=KEY, cache_path=False),
+            OpenAIJudge("test-judge", base_url=server.base_url, api_key=KEY, cache_path=False, min_mass=0.6),
+            OpenAIJudge("test-judge", base_url=server.base_url, api_key=KEY, cache_path=False, logprobs=False),
+            OpenAIJudge("other-judge", base_url=server.base_url, api_key=KEY, cache_path=False),
+        ]
+        keys = [judge_key(v, trait) for v in variants]
+    assert all(k != key for k in keys) and len({json.dumps(k, sort_keys=True) for k in keys}) == 4
+    assert KEY not in json.dumps(key)
 
 
 def test_a_resumed_run_never_mixes_two_models_answers(world: Path, caplog) -> None:
@@ -421,22 +521,22 @@ def test_two_traits_resume_in_the_second_and_are_current_alone_or_in_another_ord
 
 
 def test_failed_judge_items_make_a_run_not_current_and_only_they_are_asked_again(world: Path) -> None:
-    name = experiment(world, "steer-fail")
+    name = experiment(world, "steer-fail")  # extracts and steers: the model is loaded before steering is keyed
     cache = world / "fail-cache.sqlite"
     # The first three requests fail (HTTP 422, not retried): the baseline's three trait items.
     with JudgeServer(ScriptedResponder([Fault.server_error(422)] * 3)) as server:
-        (first,) = steer(world, name, judge_for(server, cache), coherence_floor=0)
+        (first,) = steer(world, name, judge_for(server, cache), coherence_floor=0, own=True)
         assert first.steering["scoring"]["n_failed"] == 3 and first.steering["status"] == "some judge items failed"
         assert first.steering["scoring"]["last_error"].startswith("HTTP 422")
         run = steering_dir(world, name) / first.steering["run_folder"]
         assert (run / "progress.json").is_file()  # kept: the rerun re-asks from it
         before = server.request_count
-        (second,) = steer(world, name, judge_for(server, cache), coherence_floor=0)
+        (second,) = steer(world, name, judge_for(server, cache), coherence_floor=0, own=True)
         assert server.request_count - before == 3  # exactly the failed items
         assert second.steering["scoring"]["n_failed"] == 0 and second.steering["status"] == "complete"
         assert not (run / "progress.json").exists()
         before = server.request_count
-        (third,) = steer(world, name, judge_for(server, cache), coherence_floor=0)
+        (third,) = steer(world, name, judge_for(server, cache), coherence_floor=0, own=True)
         assert server.request_count == before and third.steering == second.steering
     ours = [(r["round"], r["question_index"], r["text"]) for r in second.steering["responses"]]
     assert ours == [(r["round"], r["question_index"], r["text"]) for r in first.steering["responses"]]
@@ -447,11 +547,37 @@ def test_a_dead_judge_exits_nonzero_with_one_line_and_shows_unscored(world: Path
     with JudgeServer(ScriptedResponder([], then=Fault.server_error(422))) as server:
         monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
         monkeypatch.setenv("OPENAI_API_KEY", KEY)
-        status = main(["run", "--experiment", "tiny", "--steer-experiment", name, "--traits", "test/optimism",
-                       "--traits-root", str(world / "traits"), "--experiments-root", str(world / "experiments"),
-                       "--position", "prefill-mean", "--methods", "mean-diff", "--judge-model", "test-judge",
-                       "--judge-cache", "off", "--n-layers", "1", "--questions", "3", "--search-steps", "1",
-                       "--max-new-tokens", "6"])  # fmt: skip
+        status = main(
+            [
+                "run",
+                "--experiment",
+                "tiny",
+                "--steer-experiment",
+                name,
+                "--traits",
+                "test/optimism",
+                "--traits-root",
+                str(world / "traits"),
+                "--experiments-root",
+                str(world / "experiments"),
+                "--position",
+                "prefill-mean",
+                "--methods",
+                "mean-diff",
+                "--judge-model",
+                "test-judge",
+                "--judge-cache",
+                "off",
+                "--n-layers",
+                "1",
+                "--questions",
+                "3",
+                "--search-steps",
+                "1",
+                "--max-new-tokens",
+                "6",
+            ]
+        )
     err = capsys.readouterr().err
     assert status == 1
     lines = [line for line in err.splitlines() if "the judge failed" in line]
@@ -476,14 +602,18 @@ def test_runs_with_other_settings_keep_their_own_folders_and_are_listed(world: P
         assert mirrored == quick.steering and mirrored["run_folder"] == f"runs/{quick.steering['inputs_key']}"
         kept = json.loads((folder / long.steering["run_folder"] / "results.json").read_text())
         assert kept == long.steering and len(kept["questions"]) == 3  # the quick run did not wipe it
-        assert (folder / "heatmap.png").read_bytes() == (folder / quick.steering["run_folder"] / "heatmap.png").read_bytes()
+        assert (folder / "heatmap.png").read_bytes() == (
+            folder / quick.steering["run_folder"] / "heatmap.png"
+        ).read_bytes()
         runs = list_runs(OutputLayout(world / "experiments" / name), "test/optimism")
         assert [(r.key, r.latest, r.n_questions) for r in runs] == [
             (long.steering["inputs_key"], False, 3),
             (quick.steering["inputs_key"], True, 2),
         ]
-        assert main(["results", "test/optimism", "--experiment", name,
-                     "--experiments-root", str(world / "experiments")]) == 0  # fmt: skip
+        assert (
+            main(["results", "test/optimism", "--experiment", name, "--experiments-root", str(world / "experiments")])
+            == 0
+        )
         out = capsys.readouterr().out
         assert long.steering["inputs_key"] in out and quick.steering["inputs_key"] in out
         (row,) = [line for line in out.splitlines() if line.startswith("*")]
@@ -500,7 +630,9 @@ def test_runs_with_other_settings_keep_their_own_folders_and_are_listed(world: P
         assert sorted(fold["tune"] + fold["test"]) == [0, 1, 2]
         chosen = fold["chosen"]
         pooled += [trait[chosen["round"], q] - trait[0, q] for q in fold["test"]]
-    assert results["selection"]["folds"] == [{"tune": f["tune"], "test": f["test"]} for f in results["held_out"]["folds"]]
+    assert results["selection"]["folds"] == [
+        {"tune": f["tune"], "test": f["test"]} for f in results["held_out"]["folds"]
+    ]
     assert results["held_out"]["trait_gain"] == pytest.approx(sum(pooled) / len(pooled))
     assert results["held_out"]["n_questions"] == 3
 
@@ -526,3 +658,27 @@ def test_corrupt_or_misshapen_steering_files_are_recomputed_with_a_warning(world
             (fresh,) = steer(world, name, judge_for(server, cache))
     assert f"{progress} has the expected inputs key but a wrong structure (rounds[0] is not round 0)" in caplog.text
     assert fresh.steering["runs"] == first.steering["runs"] and not progress.exists()
+
+
+def test_vetted_only_refuses_vetting_made_on_another_model(world: Path) -> None:
+    name = experiment(world, "vet-swap", model="a")
+    where = {"traits_root": world / "traits", "experiments_root": world / "experiments"}
+    with JudgeServer(KeywordResponder()) as server:
+        (vetted,) = tv.run_pipeline(
+            name,
+            ["test/optimism"],
+            steering=None,
+            vetting=tv.VetSettings(tokens=16),
+            judge=lambda: judge_for(server),
+            extraction=EXTRACTION,
+            **where,
+        )
+    assert vetted.vetting["model_key"] == ModelPool().model_key(tv.load_experiment(name, world / "experiments"))
+    try:  # the same model: the model check passes (too few passing pairs is another, later error)
+        tv.run_pipeline(name, ["test/optimism"], steering=None, vetted_only=True, extraction=EXTRACTION, **where)
+    except tv.ConfigError as err:
+        assert "pairs passed vetting" in str(err)
+    experiment(world, name, model="b")
+    with pytest.raises(tv.ConfigError, match=r"vetting.json was vetted on another model .*model-a") as info:
+        tv.run_pipeline(name, ["test/optimism"], steering=None, vetted_only=True, extraction=EXTRACTION, **where)
+    assert info.value.setting == "run_pipeline(vetting=)"

@@ -10,7 +10,7 @@ import pytest
 from conftest import DEFINITION, EXTERNAL, NEGATIVE, POSITIVE, STEERING, write_trait
 
 from traitvec import TraitDataError, TraitNotFoundError, list_traits, load_trait
-from traitvec.traits import _warned_unknown
+from traitvec.traits import _warned_unknown, resolve_trait_name
 
 
 def _error(root: Path, name: str = "test/optimism") -> str:
@@ -232,6 +232,71 @@ def test_root_errors_name_the_setting_and_the_current_folder(tmp_path: Path) -> 
     with pytest.raises(TraitDataError) as info:
         load_trait("../x", tmp_path)
     assert info.value.setting == "load_trait(name=)" and "--" not in str(info.value)
+
+
+def test_a_missing_root_on_the_command_line_names_the_flag_and_the_current_folder(tmp_path: Path, capsys) -> None:
+    from traitvec.cli import main
+
+    assert main(["traits", "--traits-root", str(tmp_path / "nowhere")]) == 2
+    err = capsys.readouterr().err
+    assert f"--traits-root {str(tmp_path / 'nowhere')!r} does not exist" in err
+    assert str(Path.cwd()) in err and "list_traits(root=)" not in err and "Traceback" not in err
+
+
+def _two_traits(tmp_path: Path) -> Path:
+    root = tmp_path / "datasets" / "traits"
+    write_trait(root, "styles/formality", POSITIVE, NEGATIVE)
+    write_trait(root, "styles/brevity", POSITIVE[:4], NEGATIVE[:4])
+    return root
+
+
+def test_naming_a_category_lists_its_traits(tmp_path: Path, capsys) -> None:
+    from traitvec.cli import main
+
+    root = _two_traits(tmp_path)
+    with pytest.raises(TraitNotFoundError) as info:
+        load_trait("styles", root)
+    message = str(info.value)
+    assert "'styles' is a category" in message and "styles/brevity, styles/formality" in message
+    assert "positive.txt" not in message
+    assert main(["traits", "--traits-root", str(root), "styles/"]) == 2
+    assert "is a category" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("form", ["relative", "relative/", "absolute", "absolute/", "dotted"])
+def test_a_trait_folder_path_is_accepted_inside_the_root(tmp_path: Path, monkeypatch, form: str) -> None:
+    root = _two_traits(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    given = {
+        "relative": "datasets/traits/styles/formality",
+        "relative/": "datasets/traits/styles/formality/",
+        "absolute": str(root / "styles" / "formality"),
+        "absolute/": str(root / "styles" / "formality") + "/",
+        "dotted": "./datasets/traits/../traits/styles/formality",
+    }[form]
+    assert resolve_trait_name(given, "datasets/traits") == "styles/formality"
+    trait = load_trait(given, "datasets/traits")
+    assert trait.name == "styles/formality" and trait.n_pairs == len(POSITIVE)
+    assert load_trait("styles/formality/", "datasets/traits").name == "styles/formality"
+
+
+def test_a_trait_folder_path_outside_the_root_is_refused(tmp_path: Path, monkeypatch) -> None:
+    root = _two_traits(tmp_path)
+    elsewhere = write_trait(tmp_path / "other", "x/y", POSITIVE, NEGATIVE)
+    with pytest.raises(TraitDataError, match="is a folder outside the traits root"):
+        load_trait(str(elsewhere), root)
+    monkeypatch.chdir(root)
+    with pytest.raises(TraitDataError, match="is a folder outside the traits root"):
+        load_trait("../../other/x/y", root)
+
+
+def test_the_pipeline_accepts_trait_folder_paths(tmp_path: Path, monkeypatch) -> None:
+    from traitvec.stages.pipeline import load_traits
+
+    _two_traits(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    traits = load_traits(["datasets/traits/styles/brevity/", "styles/formality"], "datasets/traits")
+    assert [t.name for t in traits] == ["styles/brevity", "styles/formality"]
 
 
 # --------------------------------------------------------------------------------------------

@@ -8,10 +8,12 @@ goes on, so one pass lists every problem of the file. The rules are documented i
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from ._io import JSONError, read_json_text
 from .conversations import Message, Role, check_answer, parse_messages
 from .errors import TraitDataError
 
@@ -141,9 +143,11 @@ def _decode(raw: bytes) -> dict[str, Any]:
             f"byte 0x{raw[err.start]:02x} at column {err.start + 1} is not UTF-8; save the file as UTF-8"
         ) from None
     try:
-        row = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise _RowError(f"invalid JSON at column {err.colno} ({err.msg})") from None
+        row = read_json_text(text, where="row")
+    except JSONError as err:
+        reason = str(err).removeprefix("row line 1").lstrip(": ")  # one row is one line
+        syntax = re.fullmatch(r"column (\d+): invalid JSON \((.*)\)", reason)
+        raise _RowError(f"invalid JSON at column {syntax[1]} ({syntax[2]})" if syntax else reason) from None
     if not isinstance(row, dict):
         raise _RowError(f"expected a JSON object, got {_show(row)}")
     return row

@@ -11,7 +11,6 @@ consume them.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +18,7 @@ from typing import Any
 
 import torch
 
-from ._io import atomic_path, write_json
+from ._io import atomic_path, read_json_text, write_json
 from .errors import ConfigError, VectorError
 
 __all__ = ["Activations", "FORMAT"]
@@ -106,7 +105,7 @@ class Activations:
 
         path = Path(path)
         try:
-            meta = json.loads(path.with_suffix(".json").read_text())
+            meta = read_json_text(path.with_suffix(".json").read_text(), where=str(path.with_suffix(".json")))
             tensors = load_file(str(path))
         except (OSError, ValueError) as err:
             raise VectorError(f"{path}: cannot read activations ({err}); delete it to recompute") from None

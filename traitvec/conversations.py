@@ -24,6 +24,7 @@ template.
 from __future__ import annotations
 
 import json
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, cast
@@ -36,6 +37,7 @@ __all__ = [
     "ToolCall",
     "check_answer",
     "conversation_text",
+    "is_blank",
     "message_text",
     "parse_messages",
 ]
@@ -45,6 +47,21 @@ ROLES: tuple[Role, ...] = ("system", "user", "assistant", "tool")
 _MESSAGE_KEYS = ("role", "content", "tool_calls", "tool_call_id", "name")
 _CALL_KEYS = ("id", "type", "function")
 _LABELS = {"system": "System", "user": "User", "assistant": "Assistant", "tool": "Tool"}
+# Characters that render as nothing but are not whitespace to str.strip(): zero-width spaces and
+# joiners, the word joiner, BOMs and other format characters (category Cf), controls (Cc), and the
+# fillers that fonts draw blank (Hangul fillers, the Braille blank, the combining grapheme joiner).
+_INVISIBLE_CATEGORIES = frozenset({"Cc", "Cf", "Zs", "Zl", "Zp"})
+_BLANK_FILLERS = frozenset("\u034f\u115f\u1160\u17b4\u17b5\u2800\u3164\uffa0")
+
+
+def is_blank(text: str) -> bool:
+    """True when ``text`` shows nothing: empty, whitespace, or only zero-width and other invisible characters.
+
+    Example:
+        >>> is_blank("\u200b\u200d "), is_blank("a\u200b")
+        (True, False)
+    """
+    return all(ch.isspace() or ch in _BLANK_FILLERS or unicodedata.category(ch) in _INVISIBLE_CATEGORIES for ch in text)
 
 
 @dataclass(frozen=True)
@@ -154,7 +171,7 @@ def check_answer(messages: Sequence[Message], *, what: str = "the conversation")
             f"{what} ends with a {last.role} message; the last message must be the assistant's answer "
             "that the pair contrasts"
         )
-    if not (last.content or "").strip() and not last.tool_calls:
+    if is_blank(last.content or "") and not last.tool_calls:
         raise TraitDataError(f"{what} ends with an empty assistant answer; write the answer or drop the row")
     if not any(m.role == "user" for m in messages[:-1]):
         raise TraitDataError(f"{what} has no user message before the final answer; add the user's request")
@@ -211,7 +228,7 @@ def _parse_calls(value: object, where: str, role: Role) -> tuple[ToolCall, ...]:
             raise TraitDataError(f'{at}: "id" must be a string, got {_show(call_id)}')
         function = call["function"]
         name, arguments = function.get("name"), function.get("arguments")
-        if not isinstance(name, str) or not name.strip():
+        if not isinstance(name, str) or is_blank(name):
             raise TraitDataError(f'{at}: "function.name" must be a non-empty string, got {_show(name)}')
         if isinstance(arguments, dict):
             arguments = json.dumps(arguments, ensure_ascii=False)

@@ -14,7 +14,6 @@ cache folder; later loads read the safetensors and take seconds. The cache folde
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
@@ -25,7 +24,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from ._io import sha256_file, write_json
+from ._io import JSONError, apply_umask, load_json, sha256_file, write_json
 from .errors import ModelError
 
 __all__ = ["EMBEDDED_MODELS", "EmbeddedModel", "cache_dir", "embedded_model_dir", "is_embedded"]
@@ -124,9 +123,14 @@ def embedded_model_dir(name: str, *, cache: Path | None = None) -> Path:
 def source_fingerprint(folder: Path) -> str | None:
     """The source GGUF's SHA-256 recorded in an embedded model's cache folder, if any."""
     meta = folder / "traitvec-source.json"
-    if meta.is_file():
-        return str(json.loads(meta.read_text())["gguf_sha256"])
-    return None
+    if not meta.is_file():
+        return None
+    try:
+        data = load_json(meta)
+    except (OSError, JSONError):
+        return None
+    found = data.get("gguf_sha256") if isinstance(data, dict) else None
+    return found if isinstance(found, str) and found else None
 
 
 def _gemma_gguf(work: Path) -> Path:
@@ -189,3 +193,5 @@ def _convert(gguf_path: Path, out: Path) -> None:
             pass
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
+    for path in out.iterdir():  # savers may create files owner-only; the cache is shared like any output
+        apply_umask(path)

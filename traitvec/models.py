@@ -1,23 +1,37 @@
-"""Loading a model and describing it: :class:`LoadedModel` and :func:`load_model`.
+"""Loading a model and describing it: :class:`LoadedModel`, :func:`load_model` and :class:`ModelPool`.
 
 A model is named by an embedded name (see :mod:`traitvec.embedded`), a Hugging Face id
-(``org/name``) or a local folder. :func:`wrap_model` turns a model you already hold into the same
-:class:`LoadedModel`, which every other part of traitvec takes.
+(``org/name``) or a local folder, optionally quantised (bitsandbytes) and with a PEFT adapter on
+top. :func:`wrap_model` turns a model you already hold into the same :class:`LoadedModel`, which
+every other part of traitvec takes.
+
+Fingerprints identify the weights exactly (see :mod:`traitvec._fingerprint`): a local folder's
+is a hash of every model file, a hub model's its snapshot commit, an embedded model's the source
+GGUF's SHA-256, a model in memory a hash of all its values; an adapter adds the hash of its files.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Protocol, cast
 
 import torch
 from torch import nn
 
-from .embedded import cache_dir, embedded_model_dir, is_embedded, source_fingerprint
+from ._fingerprint import folder_digest, parameter_digest, template_text
+from ._model_source import (
+    adapter_folder,
+    apply_adapter,
+    check_device_map,
+    from_pretrained,
+    loaded_fingerprint,
+    quantization_config,
+    resolve_device,
+    resolve_dtype,
+    resolve_source,
+)
 from .errors import ModelError
 from .experiments import ExperimentConfig
 from .layers import find_layers, unwrap_model
@@ -37,10 +51,13 @@ class LoadedModel:
         model: the transformers causal LM (possibly PEFT-wrapped).
         tokenizer: its tokenizer, with a pad token set.
         name: the name it was loaded by (embedded name, hub id or path).
-        fingerprint: a revision or content hash identifying the weights.
+        fingerprint: identifies the weights exactly (adapter included).
         layers: the decoder blocks (layer ``i`` is the output of ``layers[i]``).
         layers_path: where ``layers`` was found.
         use_chat_template: whether prompts go through the tokenizer's chat template.
+        enable_thinking: passed to chat templates that take ``enable_thinking`` (Qwen3-style).
+        adapter: the PEFT adapter folder applied on top of the weights, if any.
+        quantization: ``"8bit"`` or ``"4bit"`` when loaded through bitsandbytes.
     """
 
     model: nn.Module
@@ -50,6 +67,9 @@ class LoadedModel:
     layers: nn.ModuleList = field(repr=False)
     layers_path: str
     use_chat_template: bool
+    enable_thinking: bool = False
+    adapter: str | None = None
+    quantization: str | None = None
 
     def __iter__(self) -> Iterator[Any]:
         yield self.model
@@ -77,8 +97,15 @@ class LoadedModel:
 
     @property
     def device(self) -> torch.device:
-        """Device of the input embeddings (where inputs go)."""
-        return _input_embeddings(self.model).weight.device
+        """Where inputs go: the input embeddings' device, or, when accelerate offloads them, the
+        device its hook runs them on."""
+        embeddings = _input_embeddings(self.model)
+        if embeddings.weight.device.type == "meta":
+            hook = getattr(embeddings, "_hf_hook", None)
+            execution = getattr(hook, "execution_device", None)
+            if execution is not None:
+                return torch.device(execution)
+        return embeddings.weight.device
 
     @property
     def dtype(self) -> torch.dtype:
@@ -87,11 +114,28 @@ class LoadedModel:
 
     @property
     def special_ids(self) -> frozenset[int]:
-        """Token ids of special tokens (BOS, EOS, pad, chat markers), excluded from means."""
-        return frozenset(int(i) for i in getattr(self.tokenizer, "all_special_ids", []) if i is not None)
+        """Token ids of special tokens (BOS, EOS, pad, chat markers), excluded from means.
+
+        The tokenizer's named special tokens plus every added token flagged ``special=True`` in
+        ``added_tokens_decoder`` (where Llama-3 keeps its chat headers).
+        """
+        ids = {int(i) for i in getattr(self.tokenizer, "all_special_ids", []) if i is not None}
+        added = getattr(self.tokenizer, "added_tokens_decoder", None) or {}
+        ids.update(int(i) for i, token in added.items() if getattr(token, "special", False))
+        return frozenset(ids)
+
+    @property
+    def thinking_template(self) -> bool:
+        """True when prompts go through a chat template that reads ``enable_thinking``."""
+        return self.use_chat_template and "enable_thinking" in _template_source(self.tokenizer)
+
+    @property
+    def template_kwargs(self) -> dict[str, Any]:
+        """Extra arguments for every ``apply_chat_template`` call (``enable_thinking`` when the template reads it)."""
+        return {"enable_thinking": self.enable_thinking} if self.thinking_template else {}
 
     def describe(self) -> dict[str, Any]:
-        """Plain-data description recorded with every output (name, hash, family, shape)."""
+        """Plain-data description recorded with every output (name, hash, family, shape, settings)."""
         return {
             "name": self.name,
             "fingerprint": self.fingerprint,
@@ -102,6 +146,9 @@ class LoadedModel:
             "layers_path": self.layers_path,
             "dtype": str(self.dtype).removeprefix("torch."),
             "chat_template": self.use_chat_template,
+            "enable_thinking": self.enable_thinking if self.thinking_template else None,
+            "adapter": self.adapter,
+            "quantization": self.quantization,
         }
 
 
@@ -116,29 +163,11 @@ def _input_embeddings(model: nn.Module) -> nn.Embedding:
     return cast(_HasInputEmbeddings, unwrap_model(model)).get_input_embeddings()
 
 
-def resolve_device(device: str = "auto") -> str:
-    """``auto`` becomes ``cuda`` when a GPU is present (``mps`` on Apple silicon), else ``cpu``."""
-    if device != "auto":
-        if device.startswith("cuda") and not torch.cuda.is_available():
-            raise ModelError(f'device {device!r} asked for but no CUDA GPU is visible; use device = "auto" or "cpu"')
-        return device
-    if torch.cuda.is_available():
-        return "cuda"
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return "mps"
-    return "cpu"
-
-
-def resolve_dtype(dtype: str, device: str) -> torch.dtype:
-    """``auto`` becomes float32 on CPU, bfloat16 on GPUs that support it, else float16."""
-    if dtype == "auto":
-        if device.startswith("cuda"):
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.float32
-    try:
-        return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
-    except KeyError:
-        raise ModelError(f"dtype {dtype!r} is not one of auto, float32, bfloat16, float16") from None
+def _template_source(tokenizer: Any) -> str:
+    template = getattr(tokenizer, "chat_template", None)
+    if isinstance(template, dict):
+        return "\n".join(str(v) for v in template.values())
+    return str(template) if template else ""
 
 
 def load_model(
@@ -150,24 +179,32 @@ def load_model(
     chat_template: bool | None = None,
     layers_path: str | None = None,
     revision: str | None = None,
+    quantization: str | None = None,
+    adapter: str | None = None,
+    enable_thinking: bool = False,
 ) -> LoadedModel:
     """Load a model by name, or as an experiment config describes it.
 
     Args:
         spec: an embedded name (``"gemma-3-270m"``), a hub id (``"org/name"``), a local folder,
             or an :class:`~traitvec.experiments.ExperimentConfig` (whose settings then apply).
-        dtype: ``auto`` (float32 on CPU, bf16/fp16 on GPU), ``float32``, ``bfloat16``, ``float16``.
+        dtype: ``auto`` (float32 on CPU, bf16/fp16 on GPU), ``float32``, ``bfloat16``, ``float16``;
+            with ``quantization`` the compute dtype.
         device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
         device_map: accelerate placement for models larger than one device (overrides ``device``).
         chat_template: use the tokenizer's chat template; ``None`` means when it has one.
         layers_path: attribute path of the decoder-layer list for unknown architectures.
         revision: hub revision.
+        quantization: ``"8bit"`` or ``"4bit"`` (bitsandbytes; needs a CUDA GPU).
+        adapter: a PEFT (LoRA) adapter folder applied on top of the weights.
+        enable_thinking: for chat templates that take ``enable_thinking`` (Qwen3-style); off by default.
 
     Returns:
         A :class:`LoadedModel` in eval mode.
 
     Raises:
-        ModelError: unknown name, unreadable folder, unreachable hub, unknown layout.
+        ModelError: unknown name, unreadable or damaged folder, unreachable hub, a device or
+            backend this machine lacks, unknown layout.
 
     Example:
         >>> model, tokenizer = load_model("gemma-3-270m")
@@ -182,50 +219,42 @@ def load_model(
             chat_template=cfg.chat_template,
             layers_path=cfg.layers_path,
             revision=cfg.revision,
+            quantization=cfg.quantization,
+            adapter=cfg.adapter,
+            enable_thinking=cfg.enable_thinking,
         )
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    name = spec
-    fingerprint: str | None = None
-    if is_embedded(name):
-        folder = embedded_model_dir(name)
-        source: str = str(folder)
-        fingerprint = f"gguf-sha256:{source_fingerprint(folder)}"
-        local = True
-    elif Path(name).expanduser().exists():
-        source = str(Path(name).expanduser())
-        if not (Path(source) / "config.json").is_file():
-            raise ModelError(f"model folder {source} has no config.json; point at a folder saved by save_pretrained")
-        fingerprint = f"local-sha256:{_folder_fingerprint(Path(source))}"
-        local = True
-    elif name.count("/") == 1 and all(name.split("/")):
-        source = name
-        local = False
-    else:
-        raise ModelError(
-            f"unknown model {name!r}: not an embedded model (gemma-3-270m, smollm2-135m-instruct), not an "
-            "existing folder, and not a Hugging Face id of the form org/name"
-        )
+    source = resolve_source(spec, revision)
     resolved_device = resolve_device(device)
+    check_device_map(device_map)
     torch_dtype = resolve_dtype(dtype, resolved_device)
     kwargs: dict[str, Any] = {"dtype": torch_dtype}
-    if revision and not local:
+    if revision and source.kind == "hub":
         kwargs["revision"] = revision
-    if device_map:
+    if quantization:
+        if quantization not in ("8bit", "4bit"):
+            raise ModelError(f"quantization = {quantization!r} is not one of 8bit, 4bit")
+        kwargs["quantization_config"] = quantization_config(cast(Any, quantization), torch_dtype)
+        kwargs["device_map"] = device_map or {"": resolved_device}
+    elif device_map:
         kwargs["device_map"] = device_map
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(source, **({"revision": revision} if revision and not local else {}))
-        model: nn.Module = AutoModelForCausalLM.from_pretrained(source, **kwargs)
-    except (OSError, ValueError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ModelError(f"cannot load model {name!r} from {source}: {first}") from None
-    if not device_map:
+    adapter_path = adapter_folder(adapter) if adapter else None
+    tokenizer, model = from_pretrained(source, kwargs)
+    if "device_map" not in kwargs:
         model.to(resolved_device)
-    if fingerprint is None:
-        commit = getattr(model.config, "_commit_hash", None) or revision or "unknown"
-        fingerprint = f"hub-revision:{commit}"
+    fingerprint = source.fingerprint or loaded_fingerprint(source, model, revision)
+    if adapter_path is not None:
+        model = apply_adapter(model, adapter_path, cast(str, adapter))
+        fingerprint = f"{fingerprint}+adapter-sha256:{folder_digest(adapter_path)}"
     return wrap_model(
-        model, tokenizer, name=name, fingerprint=fingerprint, chat_template=chat_template, layers_path=layers_path
+        model,
+        tokenizer,
+        name=spec,
+        fingerprint=fingerprint,
+        chat_template=chat_template,
+        layers_path=layers_path,
+        enable_thinking=enable_thinking,
+        adapter=adapter,
+        quantization=quantization,
     )
 
 
@@ -237,10 +266,15 @@ def wrap_model(
     fingerprint: str | None = None,
     chat_template: bool | None = None,
     layers_path: str | None = None,
+    enable_thinking: bool = False,
+    adapter: str | None = None,
+    quantization: str | None = None,
 ) -> LoadedModel:
     """Describe a model you already hold so traitvec can use it.
 
     Sets the model to eval mode and gives the tokenizer a pad token (its EOS) when it has none.
+    Without ``fingerprint`` every parameter and buffer is hashed (offloaded weights through
+    accelerate's weights map), so two models that differ anywhere get different fingerprints.
 
     Example:
         >>> loaded = wrap_model(my_model, my_tokenizer, name="my-finetune")
@@ -259,7 +293,7 @@ def wrap_model(
         )
     use_template = has_template if chat_template is None else chat_template
     if fingerprint is None:
-        fingerprint = f"params-sha256:{_parameter_fingerprint(model)}"
+        fingerprint = f"params-sha256:{parameter_digest(model)}"
     return LoadedModel(
         model=model,
         tokenizer=tokenizer,
@@ -268,31 +302,10 @@ def wrap_model(
         layers=layers,
         layers_path=path,
         use_chat_template=use_template,
+        enable_thinking=enable_thinking,
+        adapter=adapter,
+        quantization=quantization,
     )
-
-
-def _folder_fingerprint(folder: Path) -> str:
-    """Cheap hash of a model folder: config.json, plus each weight file's size and first MiB."""
-    digest = hashlib.sha256()
-    for path in sorted(folder.iterdir()):
-        if path.name == "config.json" or path.suffix in (".safetensors", ".bin", ".json") and path.is_file():
-            digest.update(path.name.encode())
-            digest.update(str(path.stat().st_size).encode())
-            with open(path, "rb") as handle:
-                digest.update(handle.read(1 << 20))
-    return digest.hexdigest()[:16]
-
-
-def _parameter_fingerprint(model: nn.Module) -> str:
-    """Hash of a model's parameter names, shapes and a few values (identifies in-memory models)."""
-    digest = hashlib.sha256()
-    with torch.no_grad():
-        for name, param in list(unwrap_model(model).named_parameters())[:64]:
-            digest.update(name.encode())
-            digest.update(str(tuple(param.shape)).encode())
-            flat = param.detach().reshape(-1)[:16].float().cpu()
-            digest.update(flat.numpy().tobytes())
-    return digest.hexdigest()[:16]
 
 
 class ModelPool:
@@ -300,7 +313,7 @@ class ModelPool:
 
     Example:
         >>> pool = ModelPool()
-        >>> pool.fingerprint(config)  # known without loading for embedded models; None for hub models
+        >>> pool.model_key(config)  # known without loading for embedded, local and cached hub models
         >>> loaded = pool.get(config)  # loads; later calls return the same LoadedModel
     """
 
@@ -315,32 +328,52 @@ class ModelPool:
             self._models[key] = load_model(config)
         return self._models[key]
 
-    def fingerprint(self, config: ExperimentConfig) -> str | None:
-        """The model's fingerprint without loading it, when cheaply known (a loaded or embedded model)."""
+    def fingerprint(self, config: ExperimentConfig) -> str:
+        """The fingerprint ``load_model(config)`` gives, without loading the model when anything cheaper can tell.
+
+        Embedded models: the source GGUF's hash (converting the model on first use); local folders:
+        the hash of every model file (cached per file by size and modification time); hub models:
+        the cached snapshot's commit. Only a hub model that is not in the cache is loaded.
+        """
         if config.name in self._models:
             return self._models[config.name].fingerprint
-        if is_embedded(config.model):
-            for folder in sorted((cache_dir() / "models").glob(f"{config.model}-v*")):
-                found = source_fingerprint(folder)
-                if found:
-                    return f"gguf-sha256:{found}"
-        return None
+        source = resolve_source(config.model, config.revision)
+        if source.fingerprint is None:
+            return self.get(config).fingerprint
+        if config.adapter:
+            return f"{source.fingerprint}+adapter-sha256:{folder_digest(adapter_folder(config.adapter))}"
+        return source.fingerprint
 
     def model_key(self, config: ExperimentConfig) -> dict[str, Any]:
         """Everything about ``config``'s model that changes tokens or activations, as plain data.
 
         Staleness keys of every stage use this (not the fingerprint alone): the weights'
-        fingerprint plus the settings that change what the model computes or which tokens it sees
-        (dtype, chat template, layers path, revision). Keys never hold ``None`` for the weights: a
-        model whose fingerprint is not cheaply known is identified by its name and revision until
-        it is loaded.
+        fingerprint (adapter included), the resolved dtype, whether the chat template is used,
+        ``enable_thinking`` (only when the template reads it), the layers path, the revision, the
+        adapter's hash and the quantisation. It is the same before and after the model is loaded.
         """
         fingerprint = self.fingerprint(config)
+        template = self._template(config)
+        use_template = bool(template) if config.chat_template is None else config.chat_template
+        thinking = config.enable_thinking if use_template and "enable_thinking" in template else None
+        dtype = resolve_dtype(config.dtype, resolve_device(config.device))
+        adapter = fingerprint.partition("+adapter-sha256:")[2] or None
         return {
-            "fingerprint": fingerprint if fingerprint is not None else f"unloaded:{config.model}@{config.revision}",
-            "dtype": config.dtype,
-            "chat_template": config.chat_template,
+            "fingerprint": fingerprint,
+            "dtype": str(dtype).removeprefix("torch."),
+            "chat_template": use_template,
+            "enable_thinking": thinking,
             "layers_path": config.layers_path,
             "revision": config.revision,
+            "adapter": f"sha256:{adapter}" if adapter else None,
+            "quantization": config.quantization,
         }
 
+    def _template(self, config: ExperimentConfig) -> str:
+        """The chat template's source (empty when the tokenizer has none), read from the model's folder."""
+        if config.name in self._models:
+            return _template_source(self._models[config.name].tokenizer)
+        source = resolve_source(config.model, config.revision)
+        if source.folder is None:
+            return _template_source(self.get(config).tokenizer)
+        return template_text(source.folder) or ""

@@ -5,6 +5,9 @@
 - A chat prompt (``positive.jsonl``, steering questions) goes through the model's chat template
   with the generation prompt appended, when the model uses one; otherwise through a plain frame,
   ``"{system}\\n\\nQuestion: {question}\\nAnswer:"``, that base models continue naturally.
+  Templates that read ``enable_thinking`` (Qwen3-style) get the model's setting
+  (:attr:`~traitvec.models.LoadedModel.enable_thinking`, off by default), so answers start
+  without a reasoning block unless the experiment asks for one.
 - A conversation (``{"messages": [...]}`` rows, ending with the assistant's answer) is rendered
   whole by :func:`encode_conversation`, which also says exactly which tokens are the final answer
   (what the ``answer-mean`` and ``answer-first-k`` capture positions read).
@@ -59,7 +62,9 @@ def encode_chat(loaded: LoadedModel, question: str, system: str | None = None) -
     if loaded.use_chat_template:
         messages = [{"role": "system", "content": system}] if system else []
         messages.append({"role": "user", "content": question})
-        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        text = tokenizer.apply_chat_template(
+            messages, tokenize=False, add_generation_prompt=True, **loaded.template_kwargs
+        )
         return list(tokenizer(text, add_special_tokens=False)["input_ids"])
     return list(tokenizer(plain_frame(question, system))["input_ids"])
 
@@ -225,7 +230,11 @@ def _arguments(text: str) -> Any:
 def _apply(loaded: LoadedModel, messages: list[dict[str, Any]], tools: Sequence[Mapping[str, Any]] | None) -> str:
     try:
         text = loaded.tokenizer.apply_chat_template(
-            messages, tools=list(tools) if tools else None, tokenize=False, add_generation_prompt=False
+            messages,
+            tools=list(tools) if tools else None,
+            tokenize=False,
+            add_generation_prompt=False,
+            **loaded.template_kwargs,
         )
     except (jinja2.TemplateError, TypeError, ValueError) as err:
         raise ModelError(

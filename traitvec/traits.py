@@ -17,7 +17,6 @@ without a byte-order mark and may use CRLF line ends.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Mapping, Sequence
@@ -26,19 +25,47 @@ from pathlib import Path, PurePosixPath
 from types import MappingProxyType
 from typing import Any
 
-from ._io import sha256_files
-from ._trait_files import Direction, read_lines, read_steering
+from ._io import read_json_text, sha256_files
+from ._trait_files import (
+    DEFINITION_STUB,
+    MAX_LINE_CHARS,
+    MAX_QUESTION_CHARS,
+    MAX_TRAIT_FILE_BYTES,
+    Direction,
+    folder_files,
+    prompt_files,
+    read_definition,
+    read_lines,
+    read_steering,
+)
 from ._trait_files import _warned_unknown as _warned_unknown  # the tests reset the warn-once memory
-from .conversations import Message, check_answer, conversation_text, parse_messages
-from .errors import TraitDataError, TraitNotFoundError
+from ._trait_paths import DEFAULT_TRAITS_ROOT, MAX_NAME_BYTES, list_traits, resolve_trait_name, trait_dir
+from .conversations import Message, check_answer, conversation_text, is_blank, parse_messages
+from .errors import TraitDataError
 
-__all__ = ["Prompt", "Trait", "load_trait", "list_traits", "trait_dir", "DEFAULT_TRAITS_ROOT", "DEFINITION_STUB"]
+__all__ = [
+    "Prompt",
+    "Trait",
+    "load_trait",
+    "list_traits",
+    "trait_dir",
+    "resolve_trait_name",
+    "DEFAULT_TRAITS_ROOT",
+    "DEFINITION_STUB",
+    "MAX_PAIRS",
+    "MAX_TRAIT_FILE_BYTES",
+    "MAX_LINE_CHARS",
+    "MAX_QUESTION_CHARS",
+    "MAX_NAME_BYTES",
+]
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_TRAITS_ROOT = "datasets/traits"
-DEFINITION_STUB = "# traitvec: definition stub"  # first line of an unwritten rubric (read as no rubric)
-_warned_stub: set[str] = set()
+MAX_PAIRS = 20_000
+"""Most pairs one trait may hold. Capture keeps every pair's activations in memory
+(2 × pairs × layers × width float32 values per position: 20,000 pairs of an 18-layer, 640-wide
+model are 1.8 GB), so larger sets are refused rather than exhausting memory; split them into
+several traits."""
 
 
 @dataclass(frozen=True)
@@ -152,70 +179,25 @@ class Trait:
         )
 
 
-def trait_dir(name: str, root: str | os.PathLike[str] = DEFAULT_TRAITS_ROOT) -> Path:
-    """Resolve ``category/trait`` to its folder, refusing names that would leave ``root``.
-
-    Raises:
-        TraitDataError: the name is absolute or contains ``..``.
-        TraitNotFoundError: the root or the folder does not exist.
-    """
-    base = Path(root)
-    pure = PurePosixPath(name.replace("\\", "/"))
-    if not name or pure.is_absolute() or Path(name).is_absolute() or ".." in pure.parts:
-        raise TraitDataError(
-            f"load_trait(name=) = {name!r} would leave the traits root {base}; "
-            "name a trait as category/trait, relative to the root",
-            setting="load_trait(name=)",
-        )
-    if not base.is_dir():
-        raise TraitNotFoundError(_no_root(base, "load_trait(root=)"), setting="load_trait(root=)")
-    folder = base.joinpath(*pure.parts)
-    resolved_root = base.resolve()
-    if resolved_root != folder.resolve() and resolved_root not in folder.resolve().parents:
-        raise TraitDataError(
-            f"load_trait(name=) = {name!r} resolves outside the traits root {base}; use category/trait",
-            setting="load_trait(name=)",
-        )
-    if not folder.is_dir():
-        known = list_traits(base)
-        hint = f"; traits there: {', '.join(known[:12])}{' …' if len(known) > 12 else ''}" if known else ""
-        raise TraitNotFoundError(f"no trait {name!r} under {base} (looked for {folder}){hint}")
-    return folder
-
-
-def list_traits(root: str | os.PathLike[str] = DEFAULT_TRAITS_ROOT) -> list[str]:
-    """Names (``category/trait``) of every folder under ``root`` holding positive prefills, sorted."""
-    base = Path(root)
-    if not base.is_dir():
-        raise TraitNotFoundError(_no_root(base, "list_traits(root=)"), setting="list_traits(root=)")
-    names = {
-        p.parent.relative_to(base).as_posix()
-        for pattern in ("positive.txt", "positive.jsonl")
-        for p in base.rglob(pattern)
-    }
-    return sorted(names)
-
-
-def _no_root(base: Path, setting: str) -> str:
-    return (
-        f"{setting} = {str(base)!r} does not exist (a relative path is taken from the current folder, "
-        f"{os.getcwd()}); point {setting} at a folder of category/trait folders"
-    )
-
-
 def load_trait(name: str, root: str | os.PathLike[str] = DEFAULT_TRAITS_ROOT) -> Trait:
     """Load and validate one trait folder.
 
+    Every file of the folder must be a regular file inside ``root`` (symlinks that leave it,
+    FIFOs, devices and folders named like a data file are refused) of at most
+    :data:`MAX_TRAIT_FILE_BYTES` bytes; lines are limited to :data:`MAX_LINE_CHARS` characters,
+    pairs to :data:`MAX_PAIRS`.
+
     Args:
-        name: ``"category/trait"`` relative to ``root``.
-        root: the traits root (default ``datasets/traits``).
+        name: ``"category/trait"`` relative to ``root``, or the trait's folder as a path inside
+            ``root`` (see :func:`resolve_trait_name`).
+        root: the traits root (default ``datasets/traits``, relative to the current folder).
 
     Returns:
-        The validated :class:`Trait`.
+        The validated :class:`Trait`; its ``name`` is always ``category/trait``.
 
     Raises:
         TraitDataError: a rule is broken; the message names the file and line.
-        TraitNotFoundError: there is no such trait.
+        TraitNotFoundError: there is no such trait (or the name is a category: its traits are listed).
 
     Example:
         >>> trait = load_trait("hum/optimism", root="../shared/external-traits")
@@ -223,41 +205,18 @@ def load_trait(name: str, root: str | os.PathLike[str] = DEFAULT_TRAITS_ROOT) ->
         (92, 20)
     """
     folder = trait_dir(name, root)
-    display = PurePosixPath(name.replace("\\", "/")).as_posix()
-    txt = (folder / "positive.txt").exists(), (folder / "negative.txt").exists()
-    jsonl = (folder / "positive.jsonl").exists(), (folder / "negative.jsonl").exists()
-    if any(txt) and any(jsonl):
-        raise TraitDataError(
-            f"{folder}: holds both .txt and .jsonl prefills; keep one form (positive/negative.txt or .jsonl)"
-        )
-    if any(jsonl):
-        chat = True
-        pos_path, neg_path = folder / "positive.jsonl", folder / "negative.jsonl"
-    else:
-        chat = False
-        pos_path, neg_path = folder / "positive.txt", folder / "negative.txt"
-    for path in (pos_path, neg_path):
-        if not path.exists():
-            raise TraitDataError(
-                f"{path}: missing; a trait needs positive and negative prefills "
-                "(positive.txt + negative.txt, or positive.jsonl + negative.jsonl)"
-            )
+    display = resolve_trait_name(name, root)
+    files = folder_files(folder, Path(root).resolve())
+    chat, pos_path, neg_path = prompt_files(folder)
     reader = _read_jsonl if chat else _read_txt
     positive, negative = reader(pos_path), reader(neg_path)
+    if max(len(positive), len(negative)) > MAX_PAIRS:
+        raise TraitDataError(
+            f"{folder}: {max(len(positive), len(negative))} pairs, more than the {MAX_PAIRS} one trait may hold "
+            "(capture keeps every pair's activations in memory); split the pairs into several traits"
+        )
     _check_pairs(pos_path, neg_path, positive, negative)
-
-    definition = None
-    def_path = folder / "definition.txt"
-    if def_path.exists():
-        definition = "\n".join(read_lines(def_path)).strip() or None
-        if definition is None:
-            raise TraitDataError(f"{def_path} line 1: file is empty; write the judge's rubric or delete the file")
-        if definition.startswith(DEFINITION_STUB):
-            if str(def_path) not in _warned_stub:
-                _warned_stub.add(str(def_path))
-                logger.warning("%s is still the import stub: no rubric until it is written", def_path)
-            definition = None
-
+    definition = read_definition(folder / "definition.txt")
     questions: tuple[str, ...] = ()
     eval_prompt: str | None = None
     direction: Direction = "positive"
@@ -265,8 +224,6 @@ def load_trait(name: str, root: str | os.PathLike[str] = DEFAULT_TRAITS_ROOT) ->
     steering_path = folder / "steering.json"
     if steering_path.exists():
         questions, eval_prompt, direction, extra = read_steering(steering_path)
-
-    files = [p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")]
     return Trait(
         name=display,
         path=folder,
@@ -293,9 +250,10 @@ def _read_txt(path: Path) -> list[Prompt]:
         raise TraitDataError(f"{path} line 1: file is empty; write one prefill per line")
     prompts = []
     for number, line in enumerate(lines, start=1):
-        if not line.strip():
+        if is_blank(line):
             raise TraitDataError(
-                f"{path} line {number}: blank line; every line is a prefill paired by line number, "
+                f"{path} line {number}: blank line (nothing but spaces or invisible characters); every line is a "
+                "prefill paired by line number, "
                 "so remove it together with its partner in the other file"
             )
         prompts.append(Prompt(line))
@@ -310,15 +268,13 @@ def _read_jsonl(path: Path) -> list[Prompt]:
         )
     prompts = []
     for number, line in enumerate(lines, start=1):
-        if not line.strip():
+        if is_blank(line):
             raise TraitDataError(
-                f"{path} line {number}: blank line; every line is a prompt paired by line number, "
+                f"{path} line {number}: blank line (nothing but spaces or invisible characters); every line is a "
+                "prompt paired by line number, "
                 "so remove it together with its partner in the other file"
             )
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise TraitDataError(f"{path} line {number} column {err.colno}: invalid JSON ({err.msg})") from None
+        row = read_json_text(line, where=str(path), error=TraitDataError, first_line=number)
         if not isinstance(row, dict):
             raise TraitDataError(
                 f'{path} line {number}: expected an object like {{"prompt": "..."}} or {{"messages": [...]}}'
@@ -346,7 +302,7 @@ def _row_prompt(row: dict[str, Any], where: str) -> Prompt:
         except TraitDataError as err:
             raise TraitDataError(f"{where}: {err}") from None
     prompt, system = row.get("prompt"), row.get("system_prompt")
-    if not isinstance(prompt, str) or not prompt.strip():
+    if not isinstance(prompt, str) or is_blank(prompt):
         raise TraitDataError(f'{where}: "prompt" must be a non-empty string (or write a {{"messages": [...]}} row)')
     if system is not None and not isinstance(system, str):
         raise TraitDataError(f'{where}: "system_prompt" must be a string when present')

@@ -13,7 +13,6 @@ another width. :meth:`TraitVector.to_gguf` writes a llama.cpp control vector.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from collections.abc import Mapping, Sequence
@@ -24,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from ._io import atomic_path, write_json
+from ._io import JSONError, atomic_path, read_json_text, write_json
 from .errors import ConfigError, VectorError
 
 if TYPE_CHECKING:
@@ -181,8 +180,8 @@ class TraitVector:
             if not p.is_file():
                 raise VectorError(f"{p} does not exist; a vector is a .safetensors file with a .json sidecar")
         try:
-            meta = json.loads(sidecar.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            meta = read_json_text(sidecar.read_text(encoding="utf-8"), where=str(sidecar))
+        except (JSONError, UnicodeDecodeError) as err:
             raise VectorError(f"{sidecar}: not valid JSON ({err}); re-extract the vector") from None
         if meta.get("format") != FORMAT:
             raise VectorError(f"{sidecar}: format is {meta.get('format')!r}, expected {FORMAT!r}")

@@ -59,7 +59,7 @@ def cmd_results(args: argparse.Namespace) -> int:
                     "*" if run.latest else "",
                     name,
                     run.key,
-                    run.finished_at or "-",
+                    (run.finished_at or "-")[:19].replace("T", " "),
                     run.status if run.rounds is None else f"{run.status} ({run.rounds} rounds)",
                     *_settings_cells(run),
                     held_out_cell({"held_out": run.held_out}),

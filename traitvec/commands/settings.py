@@ -88,9 +88,11 @@ FLAGS: dict[str, str] = {
     "import_pairs(overwrite=)": "--overwrite",
     # where things are
     "load_trait(root=)": "--traits-root",
+    "load_trait(name=)": "--traits",
     "list_traits(root=)": "--traits-root",
     "run_pipeline(traits_root=)": "--traits-root",
     "load_experiment(root=)": "--experiments-root",
+    "list_experiments(root=)": "--experiments-root",
     "run_pipeline(experiments_root=)": "--experiments-root",
     # the judge (make_judge's arguments, and the fields of the judge settings object)
     "make_judge(model=)": "--judge-model",

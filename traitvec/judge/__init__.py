@@ -1,7 +1,8 @@
 """The LLM judge: scores for a trait, for coherence and for continuations, and how a judge is chosen.
 
-A judge turns (question, answer) pairs into 0–100 scores for a trait, for coherence, or — in
-scenario vetting — for the continuation a model wrote after a prefill. Two implementations share
+A judge turns (question, answer) pairs into 0–100 scores for a trait, for coherence, for relevance
+(does the answer address the question; :func:`gate_coherence` caps an off-topic answer's
+coherence), or — in scenario vetting — for the continuation a model wrote after a prefill. Two implementations share
 the :class:`Judge` protocol and the :class:`~traitvec.judge.base.BaseJudge` bookkeeping:
 
 - :class:`~traitvec.judge.openai.OpenAIJudge` — any OpenAI-compatible chat-completions API (OpenAI,
@@ -14,6 +15,10 @@ the :class:`Judge` protocol and the :class:`~traitvec.judge.base.BaseJudge` book
 Every score is a :class:`JudgeScore`. A call that failed after its retries, or where the judge put
 too little probability on numbers, has ``score=None`` and says why — it is never a 0 and is never
 dropped — and :func:`summarize` reports ``n``, ``n_failed`` and ``n_abstained`` next to the mean.
+
+Stages key their outputs on ``judge.key_for(traits)`` (everything that changes the scores,
+computed up front), call ``judge.check()`` before any model work (an unreachable judge fails in
+seconds, naming its URL) and report ``judge.usage()["last_error"]`` when items failed.
 
 Sync and async: every judge has ``score_*`` methods for plain code and ``ascore_*`` coroutines for
 code already inside an event loop. A ``score_*`` call made while an event loop is running (a
@@ -35,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 from .base import BaseJudge, Judge
 from .factory import DEFAULT_JUDGE_MODEL, DEFAULT_LOCAL_JUDGE, JudgeSettings, make_judge
-from .scores import JudgeScore, ScoreSummary, parse_text_score, summarize, weighted_score
+from .scores import JudgeScore, ScoreSummary, gate_coherence, parse_text_score, summarize, weighted_score
 
 if TYPE_CHECKING:
     from .local import LocalJudge
@@ -51,6 +56,7 @@ __all__ = [
     "LocalJudge",
     "OpenAIJudge",
     "ScoreSummary",
+    "gate_coherence",
     "make_judge",
     "parse_text_score",
     "summarize",

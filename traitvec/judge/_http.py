@@ -3,24 +3,30 @@
 Small values and functions; only :func:`send` touches the client, and none keeps state:
 
 - :func:`request_body` — the chat-completions request for one prompt in logprobs or text mode;
-  :func:`send` posts it once and sorts what went wrong (retry, give up, or raise for a bad key);
+  :func:`send` posts it once under an overall deadline (``asyncio.wait_for``: the client's own
+  timeout is per read, so a server dripping a byte a second would otherwise hold a request for
+  minutes) and sorts what went wrong (retry, give up, or raise for a bad key);
 - :func:`parse_reply` — the raw JSON body read into a :class:`Reply` (or, as a ``str``, why it is
   malformed and worth a retry); :func:`top_logprobs` reads the first token's alternatives;
-  :func:`read_score` turns a reply into a score or an abstention;
-- :func:`retry_after` — how long a 429/5xx asks the client to wait; :func:`backoff` — the
-  exponential delay with jitter otherwise;
-- :class:`Secret` (with its ``scrub``), :func:`host`, :func:`strip_userinfo` — keeping the API key out of
-  every repr, message and log line;
+  :func:`read_score` turns a reply into a score, an abstention, a failure (a "distribution" that
+  is not one: a logprob above 0, NaN, probabilities summing past 1) or :class:`Cut` (a text reply
+  stopped by ``max_tokens``, which is never parsed);
+- :func:`retry_after` — how long a 429/5xx asks the client to wait (``None`` for a non-positive,
+  non-finite or absurd value); :func:`backoff` — the exponential delay with jitter otherwise;
 - :func:`check_number`, :func:`check_endpoint` — the constructor's checks.
+
+Every string from the server passes through the judge's mask (:mod:`traitvec.judge._secrets`)
+before it is put in a reason or a message, and is masked *before* it is cut to length, so a key
+cut in half cannot slip through.
 """
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import json
 import math
 import random
-import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -28,65 +34,47 @@ from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
 from ..errors import JudgeError
-from .scores import Mode, parse_text_score, weighted_score
+from ._secrets import strip_userinfo
+from .scores import Mode, weighted_score
+from .textscore import read_text_score
 
 if TYPE_CHECKING:
     from openai import AsyncOpenAI
 
 __all__ = [
+    "ABSURD_RETRY_AFTER",
+    "MASS_TOLERANCE",
     "MAX_RETRY_AFTER",
     "OPENAI_HOST",
     "REQUEST_OPTIONS",
     "RETRY_STATUS",
+    "Cut",
     "Failed",
     "NoLogprobs",
     "Reading",
     "Reply",
     "Retry",
-    "Secret",
     "backoff",
     "check_endpoint",
     "check_number",
-    "host",
+    "distribution_problem",
     "parse_reply",
     "read_score",
     "request_body",
     "retry_after",
     "send",
-    "strip_userinfo",
     "top_logprobs",
 ]
 
 RETRY_STATUS = frozenset({408, 409, 429})
 MAX_RETRY_AFTER = 120.0
+"""The longest wait a ``Retry-After`` is honoured with (a longer, sane one is cut to this)."""
+ABSURD_RETRY_AFTER = 3600.0
+"""A ``Retry-After`` beyond this (or ≤ 0, or not finite) is ignored: exponential backoff instead."""
+MASS_TOLERANCE = 0.02
+"""How far past 1 the probabilities of the top tokens may sum (rounding) before the reply is refused."""
 OPENAI_HOST = "api.openai.com"
 REQUEST_OPTIONS: Any = {"security": {"bearer_auth": True}}  # as chat.completions.create sends it
-
-
-class Secret:
-    """Holds an API key; prints as ``'***'``."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        self._value = value
-
-    def reveal(self) -> str:
-        """The key itself (only for the client's ``Authorization`` header)."""
-        return self._value
-
-    def scrub(self, text: str) -> str:
-        """``text`` with the key (and anything that looks like a key or bearer token) masked, on one line."""
-        if len(self._value) >= 4:
-            text = text.replace(self._value, "***")
-        text = re.sub(r"sk-[A-Za-z0-9_\-]{4,}", "sk-***", text)
-        text = re.sub(r"(?i)(bearer\s+)\S+", r"\1***", text)
-        return " ".join(text.split())[:300]
-
-    def __repr__(self) -> str:
-        return "'***'"
-
-    __str__ = __repr__
 
 
 @dataclass(frozen=True)
@@ -99,10 +87,23 @@ class NoLogprobs:
 
 @dataclass(frozen=True)
 class Retry:
-    """One attempt failed in a way worth retrying: why, and how long the server asked to wait."""
+    """One attempt failed in a way worth retrying: why, how long the server asked to wait, and how.
+
+    ``kind``: ``"status"`` (the server answered with 408/409/429/5xx), ``"malformed"`` (it answered
+    with a body that is not a completion), ``"timeout"`` (no whole answer within the deadline) or
+    ``"connection"`` (no connection).
+    """
 
     reason: str
     wait: float | None = None
+    kind: Literal["status", "malformed", "timeout", "connection"] = "status"
+
+
+@dataclass(frozen=True)
+class Cut:
+    """A text reply stopped by ``max_tokens`` (``finish_reason`` ``"length"``): never parsed."""
+
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -114,10 +115,10 @@ class Failed:
 
 @dataclass(frozen=True)
 class Reading:
-    """The score read from a reply: ``ok`` with a score, or ``abstained`` with the reason."""
+    """The score read from a reply: ``ok`` with a score; ``abstained`` or ``failed`` with the reason."""
 
     score: float | None
-    status: Literal["ok", "abstained"]
+    status: Literal["ok", "abstained", "failed"]
     mass: float | None
     reason: str | None
 
@@ -130,11 +131,13 @@ class Reply:
         content: the message text (``None`` when it is not a string).
         top: (token, logprob) alternatives of the first generated token, or ``None`` when absent.
         tokens: ``prompt_tokens`` / ``completion_tokens`` the server reported (numbers only).
+        finish: the choice's ``finish_reason`` (``None`` when absent or not a string).
     """
 
     content: str | None
     top: list[tuple[str, float]] | None
     tokens: dict[str, int]
+    finish: str | None = None
 
 
 def request_body(model: str, text: str, mode: Mode, *, top_logprobs: int, text_max_tokens: int) -> dict[str, Any]:
@@ -152,7 +155,7 @@ def parse_reply(body: str, clean: Callable[[str], str]) -> Reply | str:
     try:
         data = json.loads(body)
     except ValueError:
-        return f"malformed response body (not JSON: {clean(body[:60])!r})"
+        return f"malformed response body (not JSON: {clean(body)[:60]!r})"
     choices = data.get("choices") if isinstance(data, dict) else None
     if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
         return "malformed response body (no choices)"
@@ -168,7 +171,9 @@ def parse_reply(body: str, clean: Callable[[str], str]) -> Reply | str:
             if isinstance(value, int | float):
                 tokens[key] = int(value)
     content = message.get("content")
-    return Reply(content if isinstance(content, str) else None, top_logprobs(choice.get("logprobs")), tokens)
+    finish = choice.get("finish_reason")
+    return Reply(content if isinstance(content, str) else None, top_logprobs(choice.get("logprobs")), tokens,
+                 finish if isinstance(finish, str) else None)  # fmt: skip
 
 
 async def send(
@@ -176,6 +181,8 @@ async def send(
     host: str, model: str,
 ) -> str | NoLogprobs | Retry | Failed:  # fmt: skip
     """Post one chat-completions request: the raw body, or why there is none.
+
+    ``timeout`` is the deadline of the whole attempt (connecting, sending, every byte of the reply).
 
     Raises:
         JudgeError: the API refused the key (401/403) or does not know the model or path (404).
@@ -186,8 +193,11 @@ async def send(
     try:
         # The call chat.completions.create makes, minus its typed-body transform (a no-op for this
         # plain JSON body, and ~15% of the client's CPU per request); the raw response is parsed here.
-        raw = await client.post("/chat/completions", body=request, cast_to=httpx2.Response, options=REQUEST_OPTIONS)
+        post = client.post("/chat/completions", body=request, cast_to=httpx2.Response, options=REQUEST_OPTIONS)
+        raw = await asyncio.wait_for(post, timeout)
         return raw.text
+    except TimeoutError:
+        return Retry(f"timed out: no complete reply within the {timeout:g} s deadline", kind="timeout")
     except openai.BadRequestError as err:
         message = f"HTTP 400: {clean(err.message)}"
         if mode == "logprobs":
@@ -208,32 +218,56 @@ async def send(
             return Failed(message)
         return Retry(message, retry_after(err.response.headers))
     except openai.APITimeoutError:
-        return Retry(f"timed out after {timeout:g} s")
+        return Retry(f"timed out after {timeout:g} s", kind="timeout")
     except openai.APIConnectionError as err:
         cause = f" ({type(err.__cause__).__name__})" if err.__cause__ is not None else ""
-        return Retry(f"connection error{cause}: {clean(str(err))}")
+        return Retry(f"connection error{cause}: {clean(str(err))}", kind="connection")
     except openai.APIError as err:
         return Failed(f"{type(err).__name__}: {clean(str(err))}")
 
 
-def read_score(reply: Reply, mode: Mode, min_mass: float, clean: Callable[[str], str]) -> Reading | NoLogprobs:
+def distribution_problem(top: list[tuple[str, float]], tolerance: float = MASS_TOLERANCE) -> str | None:
+    """Why ``top`` is not a probability distribution (``None`` when it is one).
+
+    A logprob that is NaN, or top tokens whose probabilities sum past ``1 + tolerance`` (a logprob
+    above 0 alone does), cannot come from a model: such a reply is a failed response, not a score.
+    """
+    if any(math.isnan(lp) for _, lp in top):
+        return "a logprob is NaN"
+    total = math.fsum(math.exp(min(lp, 700.0)) for _, lp in top)
+    if total > 1.0 + tolerance:
+        worst = max(lp for _, lp in top)
+        return f"the top tokens' probabilities sum to {total:.2f} (largest logprob {worst:g}); a distribution sums to 1"
+    return None
+
+
+def read_score(reply: Reply, mode: Mode, min_mass: float, clean: Callable[[str], str]) -> Reading | NoLogprobs | Cut:
     """The score in ``reply``: the logprob-weighted number (abstaining below ``min_mass``) or the written one."""
     if mode == "logprobs":
         top = reply.top
         if top is None:
             return NoLogprobs("its reply has no logprobs content", certain=True)
+        problem = distribution_problem(top)
+        if problem is not None:
+            return Reading(None, "failed", None, f"invalid logprobs from the server: {problem}")
         score, mass = weighted_score(top)
         if score is None or mass < min_mass:
-            shown = ", ".join(repr(t) for t, _ in sorted(top, key=lambda kv: -kv[1])[:3])
+            shown = clean(", ".join(repr(t) for t, _ in sorted(top, key=lambda kv: -kv[1])[:3]))
             return Reading(
                 None, "abstained", mass,
                 f"only {mass:.3f} of the probability is on numbers 0-100 (threshold {min_mass:g}); top tokens {shown}",
             )  # fmt: skip
         return Reading(score, "ok", mass, None)
-    value = parse_text_score(reply.content)
+    shown = clean(reply.content or "")[:60]
+    if reply.finish == "length":
+        return Cut(f"the reply {shown!r} was cut by max_tokens (finish_reason 'length')")
+    if reply.finish == "content_filter":
+        return Reading(
+            None, "abstained", None, f"the server filtered the reply {shown!r} (finish_reason 'content_filter')"
+        )
+    value, why = read_text_score(reply.content)
     if value is None:
-        shown = clean((reply.content or "")[:40])
-        return Reading(None, "abstained", None, f"the reply {shown!r} holds no number 0-100")
+        return Reading(None, "abstained", None, f"the reply {shown!r} holds no clear score 0-100: {why}")
     return Reading(value, "ok", None, None)
 
 
@@ -258,44 +292,36 @@ def top_logprobs(logprobs: object) -> list[tuple[str, float]] | None:
 
 
 def retry_after(headers: Mapping[str, str]) -> float | None:
-    """Seconds a 429/5xx asks the client to wait (``retry-after-ms``, ``Retry-After`` seconds or date)."""
+    """Seconds a 429/5xx asks the client to wait (``retry-after-ms``, ``Retry-After`` seconds or date).
+
+    ``None`` — use exponential backoff — when neither header is there or readable, or when the wait
+    is not positive, not finite or absurd (over :data:`ABSURD_RETRY_AFTER`): ``Retry-After: -5``
+    must not turn retries into a tight loop. A sane wait is cut to :data:`MAX_RETRY_AFTER`.
+    """
     wait: float | None = None
     try:
         if headers.get("retry-after-ms") is not None:
             wait = float(headers["retry-after-ms"]) / 1000
     except (TypeError, ValueError):
         wait = None
-    value = headers.get("retry-after") if wait is None else None
+    value = headers.get("retry-after") if wait is None or not math.isfinite(wait) or wait <= 0 else None
     if value is not None:
         try:
             wait = float(value)
         except ValueError:
             try:
                 when = email.utils.parsedate_to_datetime(value)
-            except (TypeError, ValueError):
+            except (TypeError, ValueError, IndexError):
                 when = None
-            if when is not None:
-                wait = when.timestamp() - time.time()
-    if wait is None or not math.isfinite(wait):
+            wait = when.timestamp() - time.time() if when is not None else None
+    if wait is None or not math.isfinite(wait) or wait <= 0 or wait > ABSURD_RETRY_AFTER:
         return None
-    return min(max(wait, 0.0), MAX_RETRY_AFTER)
+    return min(wait, MAX_RETRY_AFTER)
 
 
 def backoff(attempt: int, base: float, longest: float) -> float:
     """Exponential delay before retry ``attempt + 1``: ``min(longest, base · 2^attempt)``, jittered to 50–100%."""
     return min(longest, base * 2.0**attempt) * (0.5 + random.random() / 2)
-
-
-def host(url: str) -> str:
-    """The host (and port) of ``url``, never its credentials."""
-    parts = urlsplit(url)
-    name = parts.hostname or ""
-    return f"{name}:{parts.port}" if parts.port else name
-
-
-def strip_userinfo(url: str) -> str:
-    """``url`` with any ``user:password@`` replaced by ``***@``."""
-    return re.sub(r"//[^/@]*@", "//***@", url)
 
 
 def check_number(name: str, value: object, *, integer: bool, low: float, high: float | None = None) -> None:

@@ -6,11 +6,12 @@ rest of traitvec needs from one; any object with these methods will do.
 
 :class:`BaseJudge` is the base of the two judges traitvec ships
 (:class:`~traitvec.judge.openai.OpenAIJudge`, :class:`~traitvec.judge.local.LocalJudge`). It owns
-what they have in common: the usage counters (under a lock), the prompt-hash notes recorded in
-:meth:`~BaseJudge.describe`, the lazily opened :class:`~traitvec.judge.cache.ScoreCache`, and the
-``score_trait`` / ``score_coherence`` / ``score_continuations`` methods with their ``ascore_*``
-coroutines, all built on two methods a subclass writes: :meth:`~BaseJudge.score_prompts` and
-:meth:`~BaseJudge.ascore_prompts`.
+what they have in common: the usage counters and the last error (under a lock), the prompt-hash
+notes recorded in :meth:`~BaseJudge.describe`, the staleness key :meth:`~BaseJudge.key_for`, the
+lazily opened :class:`~traitvec.judge.cache.ScoreCache`, a do-nothing :meth:`~BaseJudge.check`,
+and the ``score_trait`` / ``score_coherence`` / ``score_relevance`` / ``score_continuations``
+methods with their ``ascore_*`` coroutines, all built on two methods a subclass writes:
+:meth:`~BaseJudge.score_prompts` and :meth:`~BaseJudge.ascore_prompts`.
 
 Sync and async: a ``score_*`` call made while an event loop is running (a notebook, an async app)
 must not block that loop's thread forever; :func:`run_sync` runs such work on a fresh loop in a
@@ -30,7 +31,15 @@ from typing import Any, ClassVar, Protocol, TypeVar, runtime_checkable
 from .._io import sha256_text
 from ..traits import Trait
 from .cache import CachedScore, ScoreCache
-from .prompts import COHERENCE_TEMPLATE, JudgePrompt, coherence_prompts, continuation_prompts, trait_prompts
+from .prompts import (
+    COHERENCE_TEMPLATE,
+    JudgePrompt,
+    coherence_prompts,
+    continuation_prompts,
+    relevance_prompts,
+    template_hashes,
+    trait_prompts,
+)
 from .scores import JudgeScore
 
 __all__ = ["BaseJudge", "Judge", "USAGE_KEYS", "run_sync"]
@@ -39,7 +48,10 @@ T = TypeVar("T")
 
 USAGE_KEYS = ("requests", "cache_hits", "prompt_tokens", "completion_tokens", "retries", "failures", "abstentions",
               "ok")  # fmt: skip
-"""Usage counters every :class:`BaseJudge` keeps (a subclass adds its own after these)."""
+"""Usage counters every :class:`BaseJudge` keeps (then ``last_error``, then a subclass's own counters)."""
+
+Usage = dict[str, int | str | None]
+"""What :meth:`Judge.usage` returns: counters (int) and ``last_error`` (str or None)."""
 
 
 @runtime_checkable
@@ -62,18 +74,30 @@ class Judge(Protocol):
         """Score each answer for coherence (grammar and sense, not the trait)."""
         ...
 
+    def score_relevance(self, questions: Sequence[str], answers: Sequence[str]) -> list[JudgeScore]:
+        """Score whether each answer addresses its question (not the trait, not grammar)."""
+        ...
+
     def score_continuations(
         self, trait: Trait, prefills: Sequence[str], continuations: Sequence[str]
     ) -> list[JudgeScore]:
         """Score only each continuation for the trait, with its prefill shown as context."""
         ...
 
-    def usage(self) -> dict[str, int]:
-        """Requests, cache hits, tokens, retries and failures summed since the judge was made."""
+    def usage(self) -> Usage:
+        """Requests, cache hits, tokens, retries, failures (and the last error) since the judge was made."""
         ...
 
     def describe(self) -> dict[str, Any]:
         """Plain data recorded with outputs: name, mode, host (never a key), prompt hashes, smoke_test."""
+        ...
+
+    def key_for(self, traits: Sequence[Trait]) -> dict[str, Any]:
+        """Plain data of everything that changes this judge's scores of these traits (a staleness key)."""
+        ...
+
+    def check(self) -> None:
+        """Fail fast (a :class:`~traitvec.errors.JudgeError`) when the judge cannot be reached or used."""
         ...
 
 
@@ -116,6 +140,7 @@ class BaseJudge(ABC):
         self._usage: dict[str, int] = dict.fromkeys((*USAGE_KEYS, *self.extra_usage), 0)
         self._hashes: dict[str, str] = {}
         self._cache: ScoreCache | None = None
+        self._last_error: str | None = None
 
     # ------------------------------------------------------------------ what a subclass writes
 
@@ -153,6 +178,18 @@ class BaseJudge(ABC):
         """Score each answer for coherence (grammar and sense, not the trait)."""
         return self.score_prompts(coherence_prompts(questions, answers))
 
+    def score_relevance(self, questions: Sequence[str], answers: Sequence[str]) -> list[JudgeScore]:
+        """Score whether each answer addresses its question, 0–100 (``kind="relevance"``).
+
+        Not the trait, not grammar: the relevance gate
+        (:func:`~traitvec.judge.scores.gate_coherence`) uses it to cap an off-topic answer's coherence.
+
+        Example:
+            >>> [r] = judge.score_relevance(["What causes rain?"], ["My favourite colour is blue."])
+            >>> gate_coherence(judge.score_coherence(["What causes rain?"], ["My favourite colour is blue."])[0], r)
+        """
+        return self.score_prompts(relevance_prompts(questions, answers))
+
     def score_continuations(
         self, trait: Trait, prefills: Sequence[str], continuations: Sequence[str]
     ) -> list[JudgeScore]:
@@ -167,6 +204,10 @@ class BaseJudge(ABC):
         """Coroutine version of :meth:`score_coherence`."""
         return await self.ascore_prompts(coherence_prompts(questions, answers))
 
+    async def ascore_relevance(self, questions: Sequence[str], answers: Sequence[str]) -> list[JudgeScore]:
+        """Coroutine version of :meth:`score_relevance`."""
+        return await self.ascore_prompts(relevance_prompts(questions, answers))
+
     async def ascore_continuations(
         self, trait: Trait, prefills: Sequence[str], continuations: Sequence[str]
     ) -> list[JudgeScore]:
@@ -175,14 +216,45 @@ class BaseJudge(ABC):
 
     # ------------------------------------------------------------------ bookkeeping
 
-    def usage(self) -> dict[str, int]:
-        """Totals since the judge was made.
+    def usage(self) -> Usage:
+        """Totals since the judge was made, and the last error.
 
         Keys: ``requests``, ``cache_hits``, ``prompt_tokens``, ``completion_tokens``, ``retries``,
-        ``failures``, ``abstentions``, ``ok``, then the subclass's own (:attr:`extra_usage`).
+        ``failures``, ``abstentions``, ``ok``, ``last_error`` (the reason of the latest failed
+        item, refused key or failed check, with the key masked; ``None`` when nothing failed),
+        then the subclass's own counters (:attr:`extra_usage`).
         """
         with self._lock:
-            return dict(self._usage)
+            counts = dict(self._usage)
+            return {**{k: counts.pop(k) for k in USAGE_KEYS}, "last_error": self._last_error, **counts}
+
+    def key_for(self, traits: Sequence[Trait]) -> dict[str, Any]:
+        """Everything that changes this judge's scores of ``traits``, as plain data: a staleness key.
+
+        The judge's class and name, the settings a subclass names (:meth:`_key_settings`: mode,
+        host, thresholds...) and the template hash of every prompt these traits will be judged with
+        (:func:`~traitvec.judge.prompts.template_hashes`: trait, continuation, coherence,
+        relevance). Computed up front: nothing is scored, and the key does not depend on what the
+        judge scored before. Concurrency, retries, timeouts and the cache file are not in it.
+
+        Example:
+            >>> inputs = {"judge": judge.key_for([trait]), ...}  # then stages.resume.inputs_key(inputs)
+        """
+        return {"class": type(self).__name__, "name": self.name, **self._key_settings(),
+                "prompts": template_hashes(traits)}  # fmt: skip
+
+    def check(self) -> None:
+        """Preflight before any model work: the score cache is readable (a judge with a server checks it too).
+
+        Raises:
+            JudgeError: the cache file is damaged or not a score cache (the message names the fix).
+        """
+        self._check_cache()
+
+    def _check_cache(self) -> None:
+        cache = self._cache_db()
+        if cache is not None:
+            cache.verify()
 
     def prompt_hashes(self) -> dict[str, str]:
         """Template hashes: coherence, and each trait/continuation prompt used so far."""
@@ -207,6 +279,20 @@ class BaseJudge(ABC):
         prompts = continuation_prompts(trait, prefills, continuations)
         self._note(f"continuation:{trait.name}", prompts)
         return prompts
+
+    def _key_settings(self) -> dict[str, Any]:
+        """The settings that change this judge's scores (for :meth:`key_for`); a subclass names its own."""
+        return {}
+
+    def _mask(self, text: str) -> str:
+        """``text`` as it may be recorded (an API judge masks its key)."""
+        return text
+
+    def _note_error(self, text: str) -> None:
+        """Remember ``text`` (masked) as the last error, shown by :meth:`usage`."""
+        masked = self._mask(text)
+        with self._lock:
+            self._last_error = masked
 
     def _note(self, label: str, prompts: Sequence[JudgePrompt]) -> None:
         """Record the template hash of the prompts used under ``label`` (shown by :meth:`prompt_hashes`)."""

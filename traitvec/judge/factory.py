@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Literal, NoReturn
 from urllib.parse import urlsplit
 
 from ..errors import JudgeError
-from ._http import strip_userinfo
+from ._secrets import strip_userinfo
 from .base import Judge
 
 if TYPE_CHECKING:
@@ -61,8 +61,8 @@ def make_judge(
         api_key: API key (default ``$OPENAI_API_KEY``); never written or logged.
         local: a model name (embedded, hub id or folder), a :class:`~traitvec.models.LoadedModel`,
             or True for ``smollm2-135m-instruct``.
-        cache_path: score cache file; ``None`` for the default, ``False`` (or the strings ``"off"``,
-            ``"none"``) for none.
+        cache_path: score cache file, for the API judge and the local judge alike; ``None`` for the
+            default, ``False`` (or the strings ``"off"``, ``"none"``) for none.
         concurrency: API requests in flight.
         text_mode: ask the API judge for a written number instead of logprobs (for judge models whose
             tokenizer writes numbers digit by digit).
@@ -100,7 +100,7 @@ def make_judge(
         reason,
         loaded.name,
     )
-    return LocalJudge(loaded, cache_path=False if cache_path is None else cache_path)
+    return LocalJudge(loaded, cache_path=cache_path)
 
 
 def _cache_arg(value: CachePath) -> CachePath:

@@ -11,6 +11,10 @@ is then one more pass that appends all its digit-token nodes to that cache at on
 see only its prompt and its own ancestors (tree attention), so a score costs about one prompt pass
 and no cache is ever copied.
 
+Scores are cached in the same SQLite file as the API judge's (``cache_dir()/judge-cache.sqlite``
+by default), keyed by the model's fingerprint, dtype and chat-template use, the scoring settings and
+the full prompt: scoring the same answers again makes no forward pass.
+
 A 135M-parameter judge cannot rate traits reliably: scores from it are a smoke test of the
 pipeline, not a measurement (``smoke_test`` is True and :func:`~traitvec.judge.make_judge` says so
 loudly).
@@ -21,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import inspect
+import json
 import logging
 import os
 from collections import defaultdict
@@ -31,6 +36,7 @@ from typing import Any, Literal
 
 import torch
 
+from .._io import sha256_text
 from ..batching import pad_batch
 from ..errors import JudgeError
 from ..models import LoadedModel
@@ -55,8 +61,8 @@ class LocalJudge(BaseJudge):
         min_mass: abstain when the probability of writing a number 0–100 is below this.
         batch_size: prompts per forward pass.
         prune: tree branches less likely than this are not expanded.
-        cache_path: SQLite score cache (keyed by the model's fingerprint); ``False`` (default) for
-            none, ``None`` for the default file.
+        cache_path: SQLite score cache (keyed by the model's fingerprint); ``None`` (default) for
+            the default file ``cache_dir()/judge-cache.sqlite``, ``False`` for none.
         answer_prefix: text put at the start of the model's reply, so that the next tokens are the
             number (small chat models otherwise open with ``"The"`` or ``"["``).
         vocab: the tokens that spell numbers (default: every digit token of the tokenizer).
@@ -81,7 +87,7 @@ class LocalJudge(BaseJudge):
         min_mass: float = 0.25,
         batch_size: int = 8,
         prune: float = 1e-3,
-        cache_path: str | os.PathLike[str] | Literal[False] | None = False,
+        cache_path: str | os.PathLike[str] | Literal[False] | None = None,
         answer_prefix: str = "Score:",
         vocab: DigitVocab | None = None,
         show_progress: bool = False,
@@ -98,6 +104,7 @@ class LocalJudge(BaseJudge):
         self.prune = float(prune)
         self.answer_prefix = answer_prefix
         self._vocab: DigitVocab | None = vocab
+        self._custom_vocab = None if vocab is None else _vocab_digest(vocab)
         self.show_progress = show_progress
 
     # ------------------------------------------------------------------ public
@@ -165,9 +172,21 @@ class LocalJudge(BaseJudge):
 
     # ------------------------------------------------------------------ internals
 
+    def _key_settings(self) -> dict[str, Any]:
+        """What changes this judge's scores: the model and how it reads prompts, and the scoring settings."""
+        return {"mode": "local", "host": None, **self._params()}
+
+    def _params(self) -> dict[str, Any]:
+        params: dict[str, Any] = {"mode": "local", "min_mass": self.min_mass, "prune": self.prune,
+                                  "prefix": self.answer_prefix}  # fmt: skip
+        params.update(model=self.loaded.fingerprint, dtype=str(self.loaded.dtype).removeprefix("torch."),
+                      chat_template=self.loaded.use_chat_template)  # fmt: skip
+        if self._custom_vocab is not None:
+            params["vocab"] = self._custom_vocab
+        return params
+
     def _key(self, prompt: JudgePrompt) -> str:
-        params = {"mode": "local", "min_mass": self.min_mass, "prune": self.prune, "prefix": self.answer_prefix}
-        return cache_key(f"{self.name}@{self.loaded.fingerprint}", prompt.text, params)
+        return cache_key(f"{self.name}@{self.loaded.fingerprint}", prompt.text, self._params())
 
     def _score(self, prompt: JudgePrompt, dist: Mapping[int, float]) -> JudgeScore:
         score, mass = expected_score(dist)
@@ -313,6 +332,12 @@ class LocalJudge(BaseJudge):
                         nodes[requests[k]] = (cache, j)
         root.nodes = nodes  # only the latest level's caches are kept
         return [o if o is not None else {} for o in out]
+
+
+def _vocab_digest(vocab: DigitVocab) -> str:
+    """A hash of a hand-given digit vocabulary (it changes which numbers the judge can write)."""
+    parts = [sorted(vocab.first.items()), sorted(vocab.cont.items()), sorted(vocab.lead.items())]
+    return sha256_text(json.dumps(parts))
 
 
 def _select_rows(cache: Any, rows: torch.Tensor) -> Any:

@@ -8,29 +8,37 @@ How one score is made:
    ``logprobs=true``, ``top_logprobs=20``. The score is the probability-weighted mean of the top
    tokens that are integers 0–100, divided by their probability mass
    (:func:`~traitvec.judge.scores.weighted_score`); below ``min_mass`` (0.25) the judge abstains.
+   A reply whose top tokens are not a distribution (a logprob above 0, NaN, probabilities summing
+   past 1) is a failed response, counted and never a score.
 3. **Text mode.** When the server gives no logprobs (a reply without logprob content, or HTTP 400
-   to the logprob parameters) the same prompt is sent again asking for a few tokens of text, and
-   the first number 0–100 in the reply is the score. The judge then remembers that logprobs are
-   unavailable and sends text requests directly. Each score records its ``mode``.
+   to the logprob parameters) the same prompt is sent again asking for up to ``text_max_tokens``
+   (16) tokens of text, and :mod:`traitvec.judge.textscore` reads the score the reply clearly gives
+   (none clear → abstain). A reply cut by ``max_tokens`` (``finish_reason`` ``"length"``) is never
+   parsed — ``"Score: 100"`` cut after ``"Score: 10"`` would read as 10 — but asked again once with
+   :attr:`OpenAIJudge.reask_tokens` tokens, and abstains if cut again. The judge then remembers
+   that logprobs are unavailable and sends text requests directly. Each score records its ``mode``.
    Requests go through the ``openai`` client (``AsyncOpenAI.post("/chat/completions")``, the call
    ``chat.completions.create`` makes, without its typed-body transform) and the raw JSON is parsed
    here, so malformed bodies are caught and any OpenAI-compatible server's replies are read alike.
-4. **Retries.** 429 (honouring ``Retry-After``/``retry-after-ms``), 408, 409, 5xx, timeouts,
+4. **Retries.** 429 (honouring a sane ``Retry-After``/``retry-after-ms``), 408, 409, 5xx, timeouts,
    connection errors and malformed bodies (not JSON, no choices) are retried with exponential
    backoff and jitter; the client's own retries are off (``max_retries=0``) so this is the only
    retry logic. After the last attempt the item is ``failed`` with its reason — never a 0, never
    dropped. 401/403 (bad key) and 404 (unknown model or path) are misconfigurations: they raise
-   :class:`~traitvec.errors.JudgeError` at once.
+   :class:`~traitvec.errors.JudgeError` at once. ``timeout`` is an overall deadline per attempt
+   (connect, send and every byte of the reply), not a per-read timeout.
 
 At most ``concurrency`` items are in flight (an ``asyncio.Semaphore``). Token usage, requests,
 retries, cache hits and failures are summed in :meth:`OpenAIJudge.usage`.
 
 The API key is held in a wrapper whose ``repr`` is ``'***'``; it never reaches a file, a log line,
-an exception message or :meth:`OpenAIJudge.describe` (which shows only the base URL's host), and
-error text from the server or client is scrubbed of it before it is recorded.
+an exception message or :meth:`OpenAIJudge.describe` (which shows only the base URL's host). Every
+string from the server — error text, reply text, top tokens, response headers — is masked before
+it is recorded, logged or cached (:mod:`traitvec.judge._secrets`).
 
-The request, parsing and retry-timing helpers live in :mod:`traitvec.judge._http`; the usage
-counters, prompt-hash notes and the cache in :class:`~traitvec.judge.base.BaseJudge`.
+:meth:`OpenAIJudge.check` is the preflight (:mod:`traitvec.judge._preflight`). The request,
+parsing and retry-timing helpers live in :mod:`traitvec.judge._http`; the usage counters,
+last error, prompt-hash notes and the cache in :class:`~traitvec.judge.base.BaseJudge`.
 """
 
 from __future__ import annotations
@@ -40,48 +48,26 @@ import logging
 import os
 import weakref
 from collections.abc import Coroutine, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from ..errors import JudgeError
-from ._http import (
-    OPENAI_HOST,
-    Failed,
-    NoLogprobs,
-    Retry,
-    Secret,
-    backoff,
-    check_endpoint,
-    check_number,
-    host,
-    parse_reply,
-    read_score,
-    request_body,
-    send,
-)
-from .base import BaseJudge, run_sync
-from .cache import cache_key, default_cache_path
+from ._http import OPENAI_HOST, check_endpoint, check_number
+from ._preflight import CHECK_DEADLINE, preflight
+from ._scoring import LoopState, RequestScoring
+from ._secrets import Secret, host, scrubbing_client, strip_userinfo
+from .base import run_sync
+from .cache import default_cache_path
 from .prompts import JudgePrompt
-from .scores import JudgeScore, Mode, Status
-
-if TYPE_CHECKING:
-    from openai import AsyncOpenAI
+from .scores import JudgeScore, Mode
+from .textscore import TEXT_PARSER_VERSION
 
 __all__ = ["OpenAIJudge"]
 
 logger = logging.getLogger(__name__)
 
 
-@dataclass
-class _LoopState:
-    """What belongs to one event loop: the HTTP client and the concurrency limit."""
-
-    client: AsyncOpenAI
-    semaphore: asyncio.Semaphore
-
-
-class OpenAIJudge(BaseJudge):
+class OpenAIJudge(RequestScoring):
     """A judge served by an OpenAI-compatible chat-completions API.
 
     Args:
@@ -91,13 +77,14 @@ class OpenAIJudge(BaseJudge):
             Ollama) work without it when ``base_url`` is set.
         concurrency: requests in flight at most.
         max_retries: retries after the first attempt for retryable errors.
-        timeout: seconds per request.
+        timeout: seconds one attempt may take in all (connect, send, the whole reply).
         cache_path: SQLite score cache; ``None`` → ``cache_dir()/judge-cache.sqlite``; ``False`` → off.
         min_mass: abstain when the probability on integer tokens 0–100 is below this.
         logprobs: False sends text requests only (for judges whose tokenizer splits numbers into
             digits, where the first token alone cannot carry a 0–100 score).
         top_logprobs: alternatives requested per score (20, the API's maximum).
-        text_max_tokens: tokens asked for in text mode.
+        text_max_tokens: tokens asked for in text mode (a reply cut at this many is asked again
+            with ``max(64, 4 × text_max_tokens)``).
         backoff_base: first retry delay in seconds (doubled each retry, with jitter).
         backoff_max: longest retry delay, unless ``Retry-After`` asks for more (up to 120 s).
 
@@ -105,8 +92,10 @@ class OpenAIJudge(BaseJudge):
         JudgeError: no key and no base URL, a base URL without ``http(s)://``, or a bad setting.
 
     :meth:`usage` counts ``requests`` (HTTP requests sent, retries included), ``cache_hits``,
-    ``prompt_tokens``, ``completion_tokens``, ``retries``, ``failures``, ``abstentions``, ``ok`` and
-    ``text_fallbacks`` (items re-asked in text mode because logprobs were missing).
+    ``prompt_tokens``, ``completion_tokens``, ``retries``, ``failures``, ``abstentions``, ``ok``,
+    ``last_error``, ``text_fallbacks`` (items re-asked in text mode because logprobs were missing),
+    ``text_reasks`` (text replies cut by ``max_tokens`` and asked again) and ``checks`` (preflight
+    requests, not counted in ``requests``).
 
     Example:
         >>> judge = OpenAIJudge("gpt-4.1-mini")  # key from OPENAI_API_KEY
@@ -114,7 +103,7 @@ class OpenAIJudge(BaseJudge):
         >>> summarize(scores).mean, judge.usage()["prompt_tokens"]
     """
 
-    extra_usage = ("text_fallbacks",)
+    extra_usage = ("text_fallbacks", "text_reasks", "checks")
 
     def __init__(
         self,
@@ -129,7 +118,7 @@ class OpenAIJudge(BaseJudge):
         min_mass: float = 0.25,
         logprobs: bool = True,
         top_logprobs: int = 20,
-        text_max_tokens: int = 5,
+        text_max_tokens: int = 16,
         backoff_base: float = 0.5,
         backoff_max: float = 20.0,
     ) -> None:
@@ -160,10 +149,12 @@ class OpenAIJudge(BaseJudge):
         self.text_max_tokens = text_max_tokens
         self.backoff_base = float(backoff_base)
         self.backoff_max = float(backoff_max)
-        self._key = Secret(key or "no-key")  # servers without auth accept any bearer token
+        self._key = Secret(key)  # servers without auth get a placeholder bearer token
         self._has_key = key is not None
+        self._forced_text = not logprobs
+        self._checked = False
         self._logprobs: bool | None = None if logprobs else False
-        self._states: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState] = weakref.WeakKeyDictionary()
+        self._states: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LoopState] = weakref.WeakKeyDictionary()
 
     # ------------------------------------------------------------------ public
 
@@ -176,6 +167,46 @@ class OpenAIJudge(BaseJudge):
     def mode(self) -> Mode:
         """The mode new requests use: ``"logprobs"`` until the server proves it has none."""
         return "text" if self._logprobs is False else "logprobs"
+
+    def check(self, *, deadline: float | None = None) -> None:
+        """Preflight: the score cache is readable, and one 1-token request, so an unusable judge fails
+        before any model work.
+
+        Connection refused, an unknown host or no answer within ``deadline`` (default 5 s, or
+        ``timeout`` when shorter) raise at once, naming the URL; so do a rejected key (401/403),
+        an unknown model or path (404) and a rejected request (other 4xx). A 429/5xx passes with a
+        warning. Passing once is remembered: later calls send nothing. Counted in
+        ``usage()["checks"]``, not in ``requests``.
+
+        Raises:
+            JudgeError: the judge is unreachable or misconfigured; the message names the URL.
+
+        Example:
+            >>> make_judge(base_url="http://127.0.0.1:9/v1").check()  # nothing listens on port 9
+            JudgeError: judge at http://127.0.0.1:9/v1 is unreachable (connection error ...
+        """
+        if not self._checked:
+            self._check_cache()
+            run_sync(lambda: self._acheck(deadline))
+
+    async def _acheck(self, deadline: float | None) -> None:
+        url = strip_userinfo(self.base_url or f"https://{OPENAI_HOST}/v1")
+        limit = min(self.timeout, CHECK_DEADLINE) if deadline is None else float(deadline)
+        self._count(checks=1)
+        try:
+            warning, tokens = await preflight(self._state().client, model=self.name, host=self.host, url=url,
+                                              deadline=limit, clean=self._key.scrub)  # fmt: skip
+        except JudgeError as err:
+            self._note_error(str(err))
+            raise
+        finally:
+            await self.aclose()
+        if tokens:
+            self._count(**tokens)
+        if warning is not None:
+            self._note_error(warning)
+            logger.warning("%s", warning)
+        self._checked = True
 
     async def ascore_prompts(self, prompts: Sequence[JudgePrompt]) -> list[JudgeScore]:
         """Score ready-made prompts (see :mod:`traitvec.judge.prompts`), in order.
@@ -196,10 +227,12 @@ class OpenAIJudge(BaseJudge):
         try:
             scored = list(await asyncio.gather(*tasks))
             results = [scored[slot[p.text]] for p in prompts]
-        except BaseException:
+        except BaseException as err:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            if isinstance(err, JudgeError):
+                self._note_error(str(err))
             raise
         failed = [r for r in results if r.status == "failed"]
         if failed:
@@ -220,6 +253,21 @@ class OpenAIJudge(BaseJudge):
     def score_prompts(self, prompts: Sequence[JudgePrompt]) -> list[JudgeScore]:
         """Synchronous :meth:`ascore_prompts` (works inside a running event loop too)."""
         return self._sync(self.ascore_prompts(prompts))
+
+    def _key_settings(self) -> dict[str, Any]:
+        """What changes this judge's scores (the part of :meth:`key_for` before the prompt hashes)."""
+        return {
+            "mode": "text" if self._forced_text else "logprobs",  # as configured: the fallback is the same each run
+            "host": self.host,
+            "min_mass": self.min_mass,
+            "top_logprobs": self.top_logprobs,
+            "temperature": 0,
+            "text": {
+                "max_tokens": self.text_max_tokens,
+                "reask_tokens": self.reask_tokens,
+                "parser": TEXT_PARSER_VERSION,
+            },  # fmt: skip
+        }
 
     def describe(self) -> dict[str, Any]:
         """Name, mode, host (never the key), settings and the prompt hashes used so far."""
@@ -263,7 +311,7 @@ class OpenAIJudge(BaseJudge):
 
         return run_sync(closing)
 
-    def _state(self) -> _LoopState:
+    def _state(self) -> LoopState:
         loop = asyncio.get_running_loop()
         state = self._states.get(loop)
         if state is None:
@@ -274,115 +322,8 @@ class OpenAIJudge(BaseJudge):
                 base_url=self.base_url or f"https://{OPENAI_HOST}/v1",
                 max_retries=0,
                 timeout=self.timeout,
+                http_client=scrubbing_client(self._key, timeout=self.timeout),
             )
-            state = _LoopState(client, asyncio.Semaphore(self.concurrency))
+            state = LoopState(client, asyncio.Semaphore(self.concurrency))
             self._states[loop] = state
         return state
-
-    def _params(self, mode: Mode) -> dict[str, Any]:
-        if mode == "logprobs":
-            return {"mode": mode, "max_tokens": 1, "temperature": 0, "top_logprobs": self.top_logprobs,
-                    "min_mass": self.min_mass}  # fmt: skip
-        return {"mode": mode, "max_tokens": self.text_max_tokens, "temperature": 0}
-
-    def _key_for(self, prompt: JudgePrompt, mode: Mode) -> str:
-        return cache_key(self.name, prompt.text, self._params(mode))
-
-    async def _score_one(self, prompt: JudgePrompt, state: _LoopState) -> JudgeScore:
-        if self.cache_path is not None:
-            modes: tuple[Mode, ...] = ("text",) if self._logprobs is False else ("logprobs", "text")
-            for mode in modes:
-                hit = self._cached(prompt, self._key_for(prompt, mode))
-                if hit is not None:
-                    return hit
-        async with state.semaphore:
-            result = await self._request_score(prompt, state)
-        if result.status != "failed" and result.mode is not None:
-            self._store(self._key_for(prompt, result.mode), result)
-        outcome = {"ok": "ok", "abstained": "abstentions", "failed": "failures"}[result.status]
-        self._count(**{outcome: 1})
-        return result
-
-    async def _request_score(self, prompt: JudgePrompt, state: _LoopState) -> JudgeScore:
-        if self._logprobs is not False:
-            outcome = await self._attempts(prompt, "logprobs", state)
-            if isinstance(outcome, JudgeScore):
-                if outcome.status != "failed" and self._logprobs is None:
-                    self._logprobs = True
-                return outcome
-            if outcome.certain:
-                self._no_logprobs(outcome.reason)
-            self._count(text_fallbacks=1)
-            text = await self._text_attempts(prompt, state)
-            if not outcome.certain and text.status != "failed":
-                self._no_logprobs(outcome.reason)
-            return text
-        return await self._text_attempts(prompt, state)
-
-    async def _text_attempts(self, prompt: JudgePrompt, state: _LoopState) -> JudgeScore:
-        text = await self._attempts(prompt, "text", state)
-        if not isinstance(text, JudgeScore):  # text requests never ask for logprobs
-            raise AssertionError(f"a text-mode request reported missing logprobs: {text.reason}")
-        return text
-
-    def _no_logprobs(self, reason: str) -> None:
-        with self._lock:
-            first = self._logprobs is not False
-            self._logprobs = False
-        if first:
-            logger.warning(
-                "judge %s at %s gives no logprobs (%s); scoring from short text answers from now on (mode 'text')",
-                self.name,
-                self.host,
-                reason,
-            )
-
-    async def _attempts(self, prompt: JudgePrompt, mode: Mode, state: _LoopState) -> JudgeScore | NoLogprobs:
-        request = request_body(self.name, prompt.text, mode, top_logprobs=self.top_logprobs,
-                               text_max_tokens=self.text_max_tokens)  # fmt: skip
-        attempts = self.max_retries + 1
-        reason = "no attempt made"
-        for attempt in range(attempts):
-            outcome = await self._attempt(prompt, mode, state, request)
-            if not isinstance(outcome, Retry):
-                return outcome
-            reason = outcome.reason
-            if attempt + 1 < attempts:
-                wait = outcome.wait if outcome.wait is not None else backoff(attempt, self.backoff_base,
-                                                                            self.backoff_max)  # fmt: skip
-                self._count(retries=1)
-                logger.debug("judge %s: %s; retry %d/%d in %.2f s", self.name, reason, attempt + 1, self.max_retries,
-                             wait)  # fmt: skip
-                await asyncio.sleep(wait)
-        return self._failed(prompt, mode, f"{reason} (gave up after {attempts} attempts)")
-
-    async def _attempt(
-        self, prompt: JudgePrompt, mode: Mode, state: _LoopState, request: dict[str, Any]
-    ) -> JudgeScore | NoLogprobs | Retry:
-        """One request: a score, a no-logprobs signal, or a :class:`~traitvec.judge._http.Retry`."""
-        self._count(requests=1)
-        clean = self._key.scrub
-        sent = await send(state.client, request, mode=mode, timeout=self.timeout, clean=clean, host=self.host,
-                          model=self.name)  # fmt: skip
-        if isinstance(sent, Failed):
-            return self._failed(prompt, mode, sent.reason)
-        if not isinstance(sent, str):
-            return sent
-        reply = parse_reply(sent, clean)
-        if isinstance(reply, str):
-            return Retry(reply)
-        if reply.tokens:
-            self._count(**reply.tokens)
-        read = read_score(reply, mode, self.min_mass, clean)
-        if isinstance(read, NoLogprobs):
-            return read
-        return self._result(prompt, read.score, read.status, mode, read.mass, read.reason)
-
-    def _result(
-        self, prompt: JudgePrompt, score: float | None, status: Status, mode: Mode, mass: float | None,
-        reason: str | None,
-    ) -> JudgeScore:  # fmt: skip
-        return JudgeScore(score, status, mode, prompt.kind, reason, mass, prompt.prompt_hash, self.name, False)
-
-    def _failed(self, prompt: JudgePrompt, mode: Mode, reason: str) -> JudgeScore:
-        return self._result(prompt, None, "failed", mode, None, reason)

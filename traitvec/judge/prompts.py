@@ -1,10 +1,13 @@
 """Every prompt the judge sees, in one place.
 
-Four prompts, each asking for a single number from 0 to 100 and nothing else:
+Five prompts, each asking for a single number from 0 to 100 and nothing else:
 
 - :data:`TRAIT_TEMPLATE` — the trait's rubric (``definition.txt``), the question and the answer;
 - the trait's own ``eval_prompt`` from ``steering.json``, used instead when it has one;
 - :data:`COHERENCE_TEMPLATE` — its own rubric, grammar and sense only, never the trait;
+- :data:`RELEVANCE_TEMPLATE` — does the answer address the question (not the trait, not grammar);
+  the relevance gate (:func:`~traitvec.judge.scores.gate_coherence`) caps an off-topic answer's
+  coherence with it;
 - :data:`CONTINUATION_TEMPLATE` — for scenario vetting: the prefill is shown as context and the
   judge scores only the continuation the model wrote after it.
 
@@ -16,6 +19,8 @@ so an answer containing ``{question}`` stays as written.
 Every score records a ``prompt_hash``: the SHA-256 of the template with the trait-specific parts
 (rubric, trait name) filled in and the per-item parts (question, answer, prefill, continuation)
 left as placeholders. It changes when a template or a rubric changes, and only then.
+:func:`template_hashes` gives the hashes of every prompt a set of traits will use, before anything
+is scored (the prompt part of :meth:`~traitvec.judge.base.BaseJudge.key_for`).
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from .scores import Kind
 __all__ = [
     "COHERENCE_TEMPLATE",
     "CONTINUATION_TEMPLATE",
+    "RELEVANCE_TEMPLATE",
     "TRAIT_TEMPLATE",
     "JudgePrompt",
     "Kind",
@@ -39,6 +45,8 @@ __all__ = [
     "continuation_prompts",
     "continuation_template",
     "fill",
+    "relevance_prompts",
+    "template_hashes",
     "trait_display_name",
     "trait_prompts",
     "trait_template",
@@ -85,6 +93,28 @@ Answer:
 
 {_ASK}"""
 
+RELEVANCE_TEMPLATE = f"""Score relevance (0-100): does the answer address the question it was given?
+
+HIGH (70-100): the answer responds to what the question asks, directly or by reasoning about it
+MID (40-70): partly on topic: it drifts away, answers a neighbouring question, or only touches on the question
+LOW (0-40): it ignores the question: another topic, a generic text, or words unrelated to what was asked
+
+Key: judge only whether the answer is about the question, NOT whether it is correct, complete, polite or \
+well written, and NOT any trait, tone, opinion or style it shows; a one-sided or unusual answer that \
+addresses the question is HIGH, and so is a clumsy one.
+
+Question:
+[QUESTION START]
+{{question}}
+[QUESTION END]
+
+Answer:
+[ANSWER START]
+{{answer}}
+[ANSWER END]
+
+{_ASK}"""
+
 CONTINUATION_TEMPLATE = f"""You are judging a continuation of a text for one trait, using this rubric:
 
 {{definition}}
@@ -114,7 +144,7 @@ class JudgePrompt:
 
     Attributes:
         text: the full prompt (one user message).
-        kind: ``"trait"``, ``"coherence"`` or ``"continuation"``.
+        kind: ``"trait"``, ``"coherence"``, ``"continuation"`` or ``"relevance"``.
         prompt_hash: SHA-256 of the template it was filled from (see the module docstring).
     """
 
@@ -186,6 +216,37 @@ def coherence_prompts(questions: Sequence[str], answers: Sequence[str]) -> list[
     pairs = _pairs("questions", questions, "answers", answers)
     digest = sha256_text(COHERENCE_TEMPLATE)
     return [JudgePrompt(fill(COHERENCE_TEMPLATE, {"question": q, "answer": a}), "coherence", digest) for q, a in pairs]
+
+
+def relevance_prompts(questions: Sequence[str], answers: Sequence[str]) -> list[JudgePrompt]:
+    """One relevance prompt per (question, answer) pair: does the answer address the question."""
+    pairs = _pairs("questions", questions, "answers", answers)
+    digest = sha256_text(RELEVANCE_TEMPLATE)
+    return [JudgePrompt(fill(RELEVANCE_TEMPLATE, {"question": q, "answer": a}), "relevance", digest) for q, a in pairs]
+
+
+def template_hashes(traits: Sequence[Trait]) -> dict[str, str | None]:
+    """The ``prompt_hash`` of every prompt these traits will be judged with, computed up front.
+
+    Keys: ``coherence``, ``relevance``, and per trait ``trait:{name}`` (``None`` when the trait has
+    no rubric, so trait scoring would raise) and ``continuation:{name}``. Nothing is scored and the
+    result does not depend on what the judge scored before.
+
+    Example:
+        >>> sorted(template_hashes([trait]))
+        ['coherence', 'continuation:states/optimism', 'relevance', 'trait:states/optimism']
+    """
+    hashes: dict[str, str | None] = {
+        "coherence": sha256_text(COHERENCE_TEMPLATE),
+        "relevance": sha256_text(RELEVANCE_TEMPLATE),
+    }
+    for trait in traits:
+        try:
+            hashes[f"trait:{trait.name}"] = sha256_text(trait_template(trait))
+        except JudgeError:
+            hashes[f"trait:{trait.name}"] = None
+        hashes[f"continuation:{trait.name}"] = sha256_text(continuation_template(trait))
+    return hashes
 
 
 def continuation_prompts(trait: Trait, prefills: Sequence[str], continuations: Sequence[str]) -> list[JudgePrompt]:

@@ -6,7 +6,10 @@
   Student-t interval; failed and abstained items are counted, never averaged in.
 - :func:`weighted_score` — the probability-weighted mean of the integer tokens 0–100 among a
   reply's top logprobs (the API judge's score).
-- :func:`parse_text_score` — the first number 0–100 in a short text reply (text mode).
+- :func:`parse_text_score` — the score a short text reply clearly gives (text mode; the parser
+  is :mod:`traitvec.judge.textscore`).
+- :func:`gate_coherence` — the relevance gate: an answer that does not address its question has
+  its coherence capped (two-stage coherence, as trait-interp scores it).
 
 Plain data and arithmetic only: nothing here talks to a server or loads a model.
 """
@@ -14,19 +17,23 @@ Plain data and arithmetic only: nothing here talks to a server or loads a model.
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal
 
+from ..errors import ConfigError
 from ..stats import t975
+from .textscore import parse_text_score
 
 __all__ = [
     "Kind",
     "Mode",
     "Status",
     "JudgeScore",
+    "RELEVANCE_CAP",
+    "RELEVANCE_THRESHOLD",
     "ScoreSummary",
+    "gate_coherence",
     "parse_text_score",
     "summarize",
     "weighted_score",
@@ -34,7 +41,12 @@ __all__ = [
 
 Status = Literal["ok", "abstained", "failed"]
 Mode = Literal["logprobs", "text", "local"]
-Kind = Literal["trait", "coherence", "continuation"]
+Kind = Literal["trait", "coherence", "continuation", "relevance"]
+
+RELEVANCE_THRESHOLD = 50.0
+"""Default of :func:`gate_coherence`: an answer whose relevance is below this is off-topic."""
+RELEVANCE_CAP = 50.0
+"""Default of :func:`gate_coherence`: the coherence an off-topic answer keeps at most."""
 
 
 @dataclass(frozen=True)
@@ -48,12 +60,17 @@ class JudgeScore:
             every retry).
         mode: what produced it: ``"logprobs"``, ``"text"`` (a number parsed from a short text reply,
             for servers without logprobs) or ``"local"``; ``None`` when nothing was attempted.
-        kind: ``"trait"``, ``"coherence"`` or ``"continuation"``.
+        kind: ``"trait"``, ``"coherence"``, ``"continuation"`` or ``"relevance"`` (does the answer
+            address the question; see :func:`gate_coherence`).
         reason: why it abstained or failed (``None`` when ok).
         mass: probability on the numbers 0–100 (logprob and local modes).
         prompt_hash: SHA-256 of the prompt template (see :mod:`traitvec.judge.prompts`).
         judge: the judge model's name.
         cached: True when it came from the score cache (no request made).
+        relevance: for a coherence score passed through :func:`gate_coherence`, the relevance score
+            of the same answer (``None`` when relevance was not scored, failed or abstained).
+        relevance_status: that relevance score's status; ``None`` when no gate was applied.
+        uncapped: the coherence before the gate capped it; ``None`` when it was not capped.
     """
 
     score: float | None
@@ -65,6 +82,9 @@ class JudgeScore:
     prompt_hash: str
     judge: str
     cached: bool = False
+    relevance: float | None = None
+    relevance_status: Status | None = None
+    uncapped: float | None = None
 
     @property
     def ok(self) -> bool:
@@ -169,20 +189,50 @@ def weighted_score(top_logprobs: Iterable[tuple[str, float]]) -> tuple[float | N
     return (total / mass if mass > 0 else None), mass
 
 
-_NUMBER = re.compile(r"(?<![\d.])-?\d+(?:\.\d+)?")
+def gate_coherence(
+    coherence: JudgeScore,
+    relevance: JudgeScore,
+    *,
+    threshold: float = RELEVANCE_THRESHOLD,
+    cap: float = RELEVANCE_CAP,
+) -> JudgeScore:
+    """The coherence score of an answer after the relevance gate (pure; nothing is scored here).
 
+    A fluent answer about something else is not what a steering search should call coherent: when
+    the answer's relevance (``kind="relevance"``, see :meth:`Judge.score_relevance`) is an ok score
+    below ``threshold``, its coherence is capped at ``cap`` (the value before is kept in
+    ``uncapped``). An unscored relevance (failed or abstained) leaves the coherence as it is. Either
+    way the relevance score and its status are recorded on the result.
 
-def parse_text_score(text: str | None) -> float | None:
-    """The first number in a judge's text reply, if it lies in 0–100 (``"Score: 85/100"`` → 85.0).
+    Args:
+        coherence: the answer's coherence score (``kind="coherence"``).
+        relevance: the same answer's relevance score (``kind="relevance"``).
+        threshold: relevance below this (0–100) makes the answer off-topic.
+        cap: the highest coherence an off-topic answer keeps (0–100).
+
+    Returns:
+        The coherence score, capped or not, with ``relevance``, ``relevance_status`` and
+        ``uncapped`` filled in.
+
+    Raises:
+        ConfigError: the scores are of the wrong kinds, or ``threshold``/``cap`` are outside 0–100.
 
     Example:
-        >>> parse_text_score(" 72"), parse_text_score("I cannot rate this"), parse_text_score("150")
-        (72.0, None, None)
+        >>> gated = gate_coherence(judge.score_coherence([q], [a])[0], judge.score_relevance([q], [a])[0])
+        >>> gated.score, gated.uncapped, gated.relevance
+        (50.0, 91.2, 12.0)
     """
-    if not text:
-        return None
-    match = _NUMBER.search(text)
-    if match is None:
-        return None
-    value = float(match.group(0))
-    return value if 0.0 <= value <= 100.0 else None
+    if coherence.kind != "coherence" or relevance.kind != "relevance":
+        raise ConfigError(
+            f"gate_coherence takes a coherence score and a relevance score, not {coherence.kind!r} and "
+            f"{relevance.kind!r}; pass judge.score_coherence(...)[i] and judge.score_relevance(...)[i]"
+        )
+    for name, value in (("threshold", threshold), ("cap", cap)):
+        if not isinstance(value, int | float) or isinstance(value, bool) or not 0.0 <= value <= 100.0:
+            raise ConfigError(f"gate_coherence {name}={value!r} is invalid; expected a number in [0, 100]")
+    known = relevance.score if relevance.status == "ok" else None
+    gated = replace(coherence, relevance=known, relevance_status=relevance.status, uncapped=None)
+    off_topic = known is not None and known < threshold
+    if off_topic and coherence.status == "ok" and coherence.score is not None and coherence.score > cap:
+        return replace(gated, score=float(cap), uncapped=coherence.score)
+    return gated

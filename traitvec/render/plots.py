@@ -228,13 +228,20 @@ def _plot_heatmap(results: Mapping[str, Any], layers: list[int], suffix: str, pa
     limit = heatmap_limit(cells)
     cmap = plt.get_cmap("RdBu_r").with_extremes(bad="#d9d9d9")
     image = ax.imshow(grid, cmap=cmap, vmin=-limit, vmax=limit, aspect="auto")
+    ran = {(c.row, c.column) for c in cells}
+    for row in range(len(layers)):
+        for column in range(len(coefficients)):
+            if (row, column) not in ran:  # no run at this layer and coefficient (the search never went there)
+                ax.add_patch(Rectangle((column - 0.5, row - 0.5), 1, 1, facecolor="white", edgecolor="#eeeeee"))
+                ax.text(column, row, "not run", ha="center", va="center", fontsize=6, color="#aaaaaa")
     for c in cells:
         if c.hatched:
             ax.add_patch(Rectangle((c.column - 0.5, c.row - 0.5), 1, 1, fill=False, hatch="///", lw=0, alpha=0.5))
         if c.chosen:
             style = "-" if c.chosen == "in-sample" else "--"
             ax.add_patch(Rectangle((c.column - 0.46, c.row - 0.46), 0.92, 0.92, fill=False, lw=2.2, ls=style))
-        ax.text(c.column, c.row, c.label, ha="center", va="center", fontsize=7)
+        dark = c.value is not None and abs(c.value) > 0.6 * limit
+        ax.text(c.column, c.row, c.label, ha="center", va="center", fontsize=7, color="white" if dark else "black")
     ax.set_xticks(range(len(coefficients)), [f"{c:+.2g}" for c in coefficients], fontsize=8)
     ax.set_yticks(range(len(layers)), [str(layer) for layer in layers])
     ax.set_xlabel("coefficient (spread units)")
@@ -244,7 +251,8 @@ def _plot_heatmap(results: Mapping[str, Any], layers: list[int], suffix: str, pa
     fig.text(
         0.01,
         0.01,
-        "solid box: in-sample best; dashed: chosen by a cross-fitting fold; hatched: incoherent; grey: unscored",
+        "solid box: in-sample best; dashed: chosen by a cross-fitting fold; hatched: incoherent; grey: unscored; "
+        "white: not run",
         fontsize=7,
     )
     fig.tight_layout(rect=(0, 0.05, 1, 1))
@@ -263,11 +271,13 @@ def _plot_projection(results: Mapping[str, Any], layers: list[int], suffix: str,
         ax.errorbar(xs, ys, yerr=[low, high], marker="o", ms=4, capsize=3, label=f"layer {layer}")
     ax.axhline(0, color="grey", lw=1)
     ax.set_xlabel("coefficient (spread units)")
-    ax.set_ylabel("projection gain (spread units, toward the trait's direction)")
+    ax.set_ylabel("projection gain (spread units)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     ax.set_title(
-        f"{results['trait']}: answers read back by the unsteered model (judge-free; 95% CI){suffix}", fontsize=10
+        f"{results['trait']}: projection gain toward the trait's direction\n(answers read back by the unsteered "
+        f"model; judge-free; 95% CI across questions){suffix}",
+        fontsize=10,
     )
     fig.tight_layout()
     return _save(fig, path)

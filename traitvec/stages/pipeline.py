@@ -151,13 +151,12 @@ def run_pipeline(
     for trait in loaded_traits:
         run = TraitRun(trait.name)
         paths = layout.extraction(trait.name)
-        model_key = pool.model_key(config)  # before vetting loads the model: the key vetting records
         if vetting is not None:
             run.vetting = vet_trait(
                 trait, config, pool, lazy_judge.get(), settings=vetting, force=force, show_progress=show_progress
             )
         run.extraction = extract_trait(
-            _vetted(trait, paths, model_key) if vetted_only else trait,
+            _vetted(trait, paths, lambda: pool.model_key(config)) if vetted_only else trait,
             config.path,
             lambda: pool.get(config),
             settings=settings,
@@ -188,7 +187,7 @@ def _extraction_settings(extraction: ExtractionSettings | None, config: Experime
     return extraction
 
 
-def _vetted(trait: Trait, paths: ExtractionPaths, model_key: dict[str, Any]) -> Trait:
+def _vetted(trait: Trait, paths: ExtractionPaths, model_key: Callable[[], dict[str, Any]]) -> Trait:
     """The pairs of ``trait`` whose both sides passed vetting on this model, as recorded in ``vetting.json``."""
     path = paths.vetting_json
     data = read_json(path)
@@ -203,7 +202,7 @@ def _vetted(trait: Trait, paths: ExtractionPaths, model_key: dict[str, Any]) -> 
             f"{path} was made from other trait files; rerun vetting (run_pipeline(vetting=))",
             setting="run_pipeline(vetting=)",
         )
-    if data.get("model_key") != model_key:
+    if data.get("model_key") != model_key():  # after the file checks: a missing file is named before any hub lookup
         made_on = (data.get("model") or {}).get("name", "an unrecorded model")
         raise ConfigError(
             f"{path} was vetted on another model than the experiment's model now (it names {made_on}, and its "

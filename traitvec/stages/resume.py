@@ -28,7 +28,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from .._io import sha256_text
+from .._io import read_json_text, sha256_text
 
 __all__ = ["inputs_key", "recorded_key", "read_json", "read_json_checked", "read_if_current", "KEY_LENGTH"]
 
@@ -74,7 +74,7 @@ def read_json_checked(path: str | os.PathLike[str]) -> tuple[dict[str, Any] | No
     if not target.exists():
         return None, None
     try:
-        data = json.loads(target.read_bytes().decode("utf-8"))
+        data = read_json_text(target.read_bytes().decode("utf-8"), where=str(target))  # strict: see _io
     except OSError as err:
         return None, f"cannot be read ({err.strerror or err})"
     except UnicodeDecodeError:

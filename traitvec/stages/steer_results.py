@@ -36,15 +36,15 @@ JUDGED = ("trait", "coherence")
 def scoring_summary(responses: Sequence[Mapping[str, Any]], judge: Judge | None = None) -> dict[str, Any]:
     """How the judge fared on every judged item of ``responses`` (both kinds), and its last error.
 
-    ``last_error`` is the judge's own (``usage()["last_error"]``) when it reports one, else the
-    reason of the last failed item; the judge masks its key in both.
+    ``last_error`` is the reason recorded with the last failed item of these responses, else the
+    judge's own last error (``usage()["last_error"]``); the judge masks its key in both.
     """
     items = [r[kind] for r in responses for kind in JUDGED]
     failed = [i for i in items if i["status"] == "failed"]
     last_error: str | None = None
     if failed:
         reported = judge.usage().get("last_error") if judge is not None else None
-        last_error = str(reported) if reported else failed[-1].get("reason")
+        last_error = failed[-1].get("reason") or (str(reported) if reported else None)
     return {
         "n_items": len(items),
         "n_failed": len(failed),
@@ -105,7 +105,7 @@ def build_results(
         "inputs_key": plan.key,
         "run_folder": f"runs/{plan.key}",
         "status": _status(scoring),
-        "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "finished_at": datetime.now(UTC).isoformat(timespec="milliseconds"),
         "vector": {
             "file": str(plan.vector_file),
             "method": plan.vector.method,

@@ -10,12 +10,19 @@ A responder is any callable taking the request JSON and returning one reply:
 
 - :class:`Completion` — a normal answer, with ``top_logprobs`` for the first token when the
   request asked for logprobs (``{"85": -0.1, "90": -2.3, "foo": -3.0}``), or no logprobs at all;
-- :class:`Fault` — an HTTP error (429 with ``Retry-After``, 500, 400), a malformed body, or a
-  delay longer than the client's timeout.
+- :class:`Fault` — an HTTP error (429 with ``Retry-After``, 500, 400), a malformed body, a delay
+  longer than the client's timeout, a body dripped a byte at a time (:meth:`Fault.dripping`), a
+  chosen reason phrase.
 
-Two responders come with it: :class:`KeywordResponder` (the default) derives a score from the
-answer with a fixed rule, so end-to-end pipeline tests get stable, meaningful scores, and
-:class:`ScriptedResponder` plays a queue of replies (faults, then successes).
+A :class:`Completion` can also carry response headers, a ``finish_reason``, logprobs that are no
+distribution (``{"85": 2.0}``, ``float("nan")``), and play a digit-by-digit tokenizer that cuts
+its text at the request's ``max_tokens`` (``digit_tokens=True``).
+
+Three responders come with it: :class:`KeywordResponder` (the default) derives a score from the
+answer with a fixed rule, so end-to-end pipeline tests get stable, meaningful scores;
+:class:`ScriptedResponder` plays a queue of replies (faults, then successes); and
+:class:`EchoKeyResponder` is a hostile proxy that serves the request's API key back in tokens,
+text, error bodies, headers or the status line (it reads :func:`request_headers`).
 
 Example:
     >>> from traitvec.judge.testing import Completion, Fault, JudgeServer, ScriptedResponder
@@ -32,8 +39,8 @@ The package has three modules: :mod:`~traitvec.judge.testing.replies` (what one 
 
 from __future__ import annotations
 
-from .replies import Completion, Fault, Reply, Responder, prompt_text
-from .responders import DEFAULT_KEYWORDS, KeywordResponder, ScriptedResponder
+from .replies import Completion, Fault, Reply, Responder, digit_tokens, prompt_text, request_headers
+from .responders import DEFAULT_KEYWORDS, EchoKeyResponder, KeywordResponder, ScriptedResponder
 from .server import JudgeServer
 
 __all__ = [
@@ -44,6 +51,9 @@ __all__ = [
     "JudgeServer",
     "KeywordResponder",
     "ScriptedResponder",
+    "EchoKeyResponder",
     "DEFAULT_KEYWORDS",
+    "digit_tokens",
     "prompt_text",
+    "request_headers",
 ]

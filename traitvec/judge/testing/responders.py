@@ -1,16 +1,17 @@
-"""Two responders for :class:`~traitvec.judge.testing.JudgeServer`: rule-based scores, and a scripted queue."""
+"""Responders for :class:`~traitvec.judge.testing.JudgeServer`: rule-based scores, a scripted queue, a key echo."""
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 from collections import deque
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Literal
 
-from .replies import Completion, Fault, Reply, Responder, prompt_text
+from .replies import Completion, Fault, Reply, Responder, prompt_text, request_headers
 
-__all__ = ["DEFAULT_KEYWORDS", "KeywordResponder", "ScriptedResponder"]
+__all__ = ["DEFAULT_KEYWORDS", "EchoKeyResponder", "KeywordResponder", "ScriptedResponder"]
 
 DEFAULT_KEYWORDS = (
     "hope",
@@ -44,6 +45,10 @@ class KeywordResponder:
     - coherence prompts (they contain ``Score coherence``): ``100 × (alphabetic words / words) ×
       min(1, distinct words / words / 0.6)`` — fluent text scores high, loops and gibberish low;
       an empty answer scores 0;
+    - relevance prompts (they contain ``Score relevance``): ``100 × min(1, 2 × shared / asked)``,
+      where ``asked`` counts the question's distinct words of four letters or more (stopwords
+      aside) and ``shared`` those of them the answer contains — an answer about the question
+      scores high, one about something else 0; a question with no such words scores 100;
     - every other prompt (trait, continuation): ``min(100, 10 + 30 × k)`` where ``k`` counts the
       distinct keywords present as whole words (case-insensitive). Keywords are ``keywords`` plus
       the words of four letters or more on the rubric's ``HIGH`` lines.
@@ -61,6 +66,8 @@ class KeywordResponder:
         """The rule's score for one prompt."""
         if "Score coherence" in prompt:
             return self.coherence(_block(prompt, "ANSWER") or "")
+        if "Score relevance" in prompt:
+            return self.relevance(_block(prompt, "QUESTION") or "", _block(prompt, "ANSWER") or "")
         text = _block(prompt, "CONTINUATION")
         if text is None:
             text = _block(prompt, "ANSWER") or ""
@@ -84,6 +91,15 @@ class KeywordResponder:
         alpha = len(words) / len(tokens)
         distinct = len(set(words)) / len(words)
         return round(100 * alpha * min(1.0, distinct / 0.6))
+
+    @staticmethod
+    def relevance(question: str, answer: str) -> int:
+        """Relevance from shared words: the share of the question's content words the answer uses, doubled."""
+        asked = {w for w in re.findall(r"[a-z]{4,}", question.lower()) if w not in _STOPWORDS}
+        if not asked:
+            return 100
+        shared = asked & set(re.findall(r"[a-z]+", answer.lower()))
+        return round(100 * min(1.0, 2 * len(shared) / len(asked)))
 
     def __call__(self, request: dict[str, Any]) -> Reply:
         value = self.score(prompt_text(request))
@@ -117,3 +133,46 @@ class ScriptedResponder:
         if isinstance(self._then, Completion | Fault):
             return self._then
         return self._then(request)
+
+
+Place = Literal["tokens", "text", "error", "unauthorized", "headers", "status"]
+
+
+class EchoKeyResponder:
+    """A hostile proxy: it puts the request's bearer token (the API key) back into its reply.
+
+    Args:
+        place: where the key goes —
+            ``"tokens"``: the top logprob tokens (no number among them, so the judge abstains and
+            shows them in its reason), and the text;
+            ``"text"``: the message content of a reply without logprobs (text mode);
+            ``"error"``: the message of a 500 error body (retried, then recorded as failed);
+            ``"unauthorized"``: the message of a 401 body (``Incorrect API key provided: KEY``);
+            ``"headers"``: the ``x-request-id`` and another response header of a normal completion;
+            ``"status"``: the reason phrase of a 500 status line, and its body.
+        score: the score token of the ``"headers"`` completion.
+    """
+
+    def __init__(self, place: Place, *, score: str = "70") -> None:
+        self.place = place
+        self.score = score
+
+    def __call__(self, request: dict[str, Any]) -> Reply:
+        auth = request_headers().get("authorization", "")
+        key = auth.split(" ", 1)[1] if " " in auth else auth
+        message = f"upstream said: key {key} is over quota"
+        if self.place == "tokens":
+            return Completion.from_probs({key: 0.6, f" {key}": 0.3, "The": 0.1}, text=key)
+        if self.place == "text":
+            return Completion(None, text=f"I refuse; your key is {key}")
+        if self.place == "error":
+            return Fault(500, _error_body(message, "server_error"))
+        if self.place == "unauthorized":
+            return Fault(401, _error_body(f"Incorrect API key provided: {key}", "invalid_request_error"))
+        if self.place == "headers":
+            return Completion({self.score: -0.01}, headers={"x-request-id": f"req-{key}", "x-echo": auth})
+        return Fault(500, _error_body(message, "server_error"), reason=f"Key {key} rejected")
+
+
+def _error_body(message: str, kind: str) -> str:
+    return json.dumps({"error": {"message": message, "type": kind}})

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from .replies import Completion, Fault, Reply, Responder
+from .replies import Completion, Fault, Reply, Responder, set_request_headers
 from .responders import KeywordResponder
 
 __all__ = ["JudgeServer"]
@@ -119,7 +119,7 @@ class JudgeServer:
 
     def completion_json(self, body: dict[str, Any], reply: Completion) -> dict[str, Any]:
         """The chat.completion object for a :class:`Completion` reply to ``body``."""
-        content = reply.content()
+        content, finish = reply.reply_text(body)
         logprobs = None
         if body.get("logprobs") and reply.top_logprobs is not None:
             count = int(body.get("top_logprobs") or 0)
@@ -139,7 +139,7 @@ class JudgeServer:
                 {
                     "index": 0,
                     "message": {"role": "assistant", "content": content, "refusal": None},
-                    "finish_reason": "length",
+                    "finish_reason": finish,
                     "logprobs": logprobs,
                 }
             ],
@@ -168,15 +168,24 @@ def _make_handler(owner: JudgeServer) -> type[BaseHTTPRequestHandler]:
         def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
             pass  # a library prints nothing
 
-        def _send(self, status: int, body: bytes, content_type: str, headers: Mapping[str, str] = {}) -> None:  # noqa: B006
+        def _send(
+            self, status: int, body: bytes, content_type: str, headers: Mapping[str, str] = {},  # noqa: B006
+            *, reason: str | None = None, drip: float = 0.0,
+        ) -> None:  # fmt: skip
             try:
-                self.send_response(status)
+                self.send_response(status, reason)
                 self.send_header("Content-Type", content_type)
                 self.send_header("Content-Length", str(len(body)))
                 for name, value in headers.items():
                     self.send_header(name, value)
                 self.end_headers()
-                self.wfile.write(body)
+                if drip <= 0:
+                    self.wfile.write(body)
+                    return
+                for i in range(len(body)):
+                    self.wfile.write(body[i : i + 1])
+                    self.wfile.flush()
+                    time.sleep(drip)
             except (BrokenPipeError, ConnectionResetError):
                 self.close_connection = True  # the client gave up (its timeout), as with a real server
 
@@ -203,6 +212,7 @@ def _make_handler(owner: JudgeServer) -> type[BaseHTTPRequestHandler]:
                 self._json(400, {"error": {"message": "request body is not JSON", "type": "invalid_request_error"}})
                 return
             owner._record(body, dict(self.headers.items()))
+            set_request_headers({k.lower(): v for k, v in self.headers.items()})
             owner._enter()
             try:
                 self._answer(body)
@@ -220,8 +230,10 @@ def _make_handler(owner: JudgeServer) -> type[BaseHTTPRequestHandler]:
             if isinstance(reply, Fault):
                 if reply.delay > 0:
                     time.sleep(reply.delay)
-                self._send(reply.status, reply.body.encode(), reply.content_type, reply.headers)
+                self._send(reply.status, reply.body.encode(), reply.content_type, reply.headers, reason=reply.reason,
+                           drip=reply.drip)  # fmt: skip
                 return
-            self._json(200, owner.completion_json(body, reply))
+            data = json.dumps(owner.completion_json(body, reply)).encode()
+            self._send(200, data, "application/json", reply.headers)
 
     return Handler
