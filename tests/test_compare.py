@@ -3,7 +3,6 @@ statistics against independent computations, refused tokenizers, resuming, and t
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 from pathlib import Path
@@ -16,7 +15,7 @@ from test_monitor import HELD_OUT, planted_model, write_planted_trait
 
 from traitvec.cli import main
 from traitvec.errors import ConfigError
-from traitvec.experiments import ExperimentConfig, load_experiment
+from traitvec.experiments import load_experiment
 from traitvec.models import ModelPool
 from traitvec.stages.compare import CompareSettings, cohens_d_paired_means, run_compare
 from traitvec.stages.extract import ExtractionSettings, extract_trait
@@ -113,15 +112,15 @@ def test_a_random_lora_adapter_shows_a_shift(models: dict[str, Any]) -> None:
     assert top[0]["context"].count("[") == 1 and top[0]["context"].count("]") == 1  # the token marked in its text
 
 
-@pytest.mark.skipif(
-    "adapter" not in {f.name for f in dataclasses.fields(ExperimentConfig)},
-    reason='the adapter = "path" experiment key (w-data) is not here yet',
-)
-def test_an_experiment_with_a_random_lora_adapter_key_shows_a_shift(models: dict[str, Any], tmp_path: Path) -> None:
+def test_an_experiment_with_a_random_lora_adapter_key_shows_the_merged_loras_shift(
+    models: dict[str, Any], tmp_path: Path
+) -> None:
+    """The same random LoRA as the "lora" experiment (seed 3), applied through ``adapter = "path"``
+    instead of merged into the weights: the same shift, and a fingerprint of its own."""
     from peft import LoraConfig, get_peft_model
 
     tuned, _ = planted_model()
-    torch.manual_seed(5)
+    torch.manual_seed(3)
     config = LoraConfig(r=4, lora_alpha=8, target_modules=["o_proj", "down_proj"], init_lora_weights=False)
     adapter = tmp_path / "adapter"
     get_peft_model(tuned.model, config).save_pretrained(adapter)
@@ -135,7 +134,13 @@ def test_an_experiment_with_a_random_lora_adapter_key_shows_a_shift(models: dict
     entry = result.document["traits"]["test/planted"]
     low, high = entry["mean_shift_ci95"]
     assert not low <= 0.0 <= high and abs(entry["d"]) > 0.05
+    merged = run_compare(
+        models["base"], _config(models, "lora"), ["test/planted"], models["inputs"], pool=models["pool"]
+    ).document["traits"]["test/planted"]
+    assert entry["d"] == pytest.approx(merged["d"], abs=1e-5)
+    assert entry["mean_shift"] == pytest.approx(merged["mean_shift"], abs=1e-5)
     assert result.document["models"]["b"]["fingerprint"] != result.document["models"]["a"]["fingerprint"]
+    assert result.document["models"]["b"]["adapter"] == str(adapter)
 
 
 def test_statistics_match_independent_computations(models: dict[str, Any]) -> None:
