@@ -254,6 +254,17 @@ def test_a_planted_direction_is_recovered_per_token(planted: dict[str, Any], tmp
     assert float(direction @ planted["u"]) > 0.8  # the vector found the planted direction
 
 
+def test_an_input_of_conversations_only_is_read(planted: dict[str, Any], tmp_path: Path) -> None:
+    """A group without a plain text (every row a conversation) tokenises no empty batch."""
+    loaded = planted["pool"].get(planted["config"])
+    assert encode_texts(loaded, []) == []
+    inputs = _write(tmp_path / "chats.jsonl", [json.dumps({"messages": m}) for m in HELD_OUT_MESSAGES])
+    result = run_monitor(planted["config"], ["test/planted"], inputs, name="chats", pool=planted["pool"])
+    texts = list(iter_texts(result.paths.projections_json))
+    assert [t["tokens"].count(PLANTED) for t in texts] == [1, 1]
+    assert all(t["span"][1] - t["span"][0] < len(t["ids"]) for t in texts)  # the answers only
+
+
 def test_held_out_positive_texts_read_higher_and_the_centre_splits_the_classes(
     planted: dict[str, Any], tmp_path: Path
 ) -> None:

@@ -74,6 +74,8 @@ def encode_texts(
     """
     tokenizer = loaded.tokenizer
     sources = sources if sources is not None else [{} for _ in texts]
+    if not texts:  # a fast tokenizer fails on an empty batch (a group of conversations only)
+        return []
     if getattr(tokenizer, "is_fast", False):
         encoded = tokenizer(list(texts), add_special_tokens=add_special_tokens, return_offsets_mapping=True)
         rows = zip(encoded["input_ids"], encoded["offset_mapping"], strict=True)
