@@ -29,7 +29,7 @@ LAYERS: dict[str, int] = {
     "cli": 5, "commands": 5, "__main__": 5,
     "stages": 4, "executors": 4,
     "judge": 3, "audit": 3, "render": 3,
-    "capture": 2, "capture_nnsight": 2, "generation": 2, "steering": 2,
+    "capture": 2, "capture_nnsight": 2, "generation": 2, "steering": 2, "fluency": 2,
     "monitor": 2,  # per-token projections of texts (w-monitor)
     "activations": 1, "methods": 1, "vectors": 1, "evaluation": 1, "preference": 1, "_preference_rows": 1,
     "traits": 0, "_trait_files": 0, "_trait_paths": 0, "conversations": 0, "experiments": 0, "embedded": 0,
@@ -42,6 +42,7 @@ SAME_LAYER: dict[str, frozenset[str]] = {
     "cli": frozenset({"commands"}),
     "capture": frozenset({"capture_nnsight", "generation"}),
     "generation": frozenset({"steering"}),
+    "fluency": frozenset({"generation"}),
     "methods": frozenset({"activations", "vectors"}),
     "evaluation": frozenset({"activations", "methods", "vectors"}),
     "preference": frozenset({"_preference_rows"}),

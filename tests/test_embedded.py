@@ -13,9 +13,9 @@ from conftest import EXTERNAL, ROOT
 from traitvec import load_model, load_trait
 from traitvec.capture import capture
 from traitvec.embedded import cache_dir
+from traitvec.fluency import read_answers
 from traitvec.generation import generate
 from traitvec.methods import MeanDiff
-from traitvec.stages.projection import answer_projections
 from traitvec.steering import Steer
 
 pytestmark = pytest.mark.slow
@@ -108,7 +108,7 @@ def test_steering_raises_the_projection_of_generated_answers(gemma) -> None:
     questions = list(trait.questions[:12])
     rows = [[]] * len(questions) + [[Steer(vector, layer, 1.0)]] * len(questions)
     answers = generate(gemma, questions + questions, max_new_tokens=32, steering=rows, stop_strings=["\nQuestion:"])
-    projections = [p[str(layer)] for p in answer_projections(gemma, vector, answers, [layer])]
+    projections = [r.projections[str(layer)] for r in read_answers(gemma, answers, vector=vector, layers=[layer])]
     baseline, steered = projections[: len(questions)], projections[len(questions) :]
     gain = (sum(steered) / len(steered) - sum(baseline) / len(baseline)) / vector.spread(layer)
     raised = sum(s > b for s, b in zip(steered, baseline, strict=True))

@@ -7,8 +7,9 @@ import torch
 from tiny import ARCHITECTURES, make_model
 
 from traitvec import ConfigError
+from traitvec.batching import pad_batch
 from traitvec.capture import Activations
-from traitvec.generation import generate
+from traitvec.generation import context_length, fit_context, generate
 from traitvec.methods import MeanDiff
 from traitvec.steering import Steer, SteeringHandle, steer, steer_rows
 
@@ -77,11 +78,17 @@ def test_steered_layer_output_is_baseline_plus_coefficient_times_vector(arch: st
     torch.testing.assert_close(after.calls[0], before.calls[0] + 2.5 * v, atol=1e-6, rtol=1e-6)
 
 
+def _only_last_column_steered(delta: torch.Tensor, expected: torch.Tensor) -> None:
+    """Every prompt position unchanged but the last one, which moved by ``expected`` in every row."""
+    assert torch.count_nonzero(delta[:, :-1]) == 0
+    torch.testing.assert_close(delta[:, -1], expected.expand_as(delta[:, -1]), atol=1e-6, rtol=1e-5)
+
+
 @pytest.mark.parametrize("arch", ARCHITECTURES)
-def test_response_steering_reaches_every_generated_token_and_no_prompt_token(arch: str) -> None:
+def test_response_steering_reaches_every_generated_token_and_only_the_last_prompt_position(arch: str) -> None:
     loaded = make_model(arch)
     v = direction(loaded)
-    prompts = ids_of(loaded)
+    prompts = ids_of(loaded)  # three lengths: left padding puts every row's last prompt token in the last column
     with steer(loaded, v, layer=1, coefficient=3.0, positions="response", scale="absolute"):
         before, after = Recorder(loaded.layers[1], prepend=True), Recorder(loaded.layers[1])
         out = generate(loaded, prompts, max_new_tokens=5)
@@ -90,11 +97,53 @@ def test_response_steering_reaches_every_generated_token_and_no_prompt_token(arc
     assert len(before.calls) >= 2  # a prompt pass, then one pass per generated token with the KV cache
     prompt_pass = after.calls[0] - before.calls[0]
     assert prompt_pass.shape[1] == max(len(p) for p in prompts)
-    assert torch.count_nonzero(prompt_pass) == 0
+    _only_last_column_steered(prompt_pass, 3.0 * v)  # the position that produces the first answer token
     for step_before, step_after in zip(before.calls[1:], after.calls[1:], strict=True):
         assert step_before.shape[1] == 1  # the cache is on: one new token per call
         torch.testing.assert_close(step_after - step_before, (3.0 * v).expand_as(step_before), atol=1e-6, rtol=1e-5)
     assert len(before.calls) - 1 == max(len(g.raw_tokens) for g in out) - 1
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+def test_response_steering_without_the_kv_cache(arch: str) -> None:
+    loaded = make_model(arch)
+    v = direction(loaded)
+    padded = pad_batch(ids_of(loaded), loaded.tokenizer.pad_token_id, side="left")
+    width = padded.width
+    with torch.no_grad(), steer(loaded, v, layer=1, coefficient=3.0, positions="response", scale="absolute"):
+        before, after = Recorder(loaded.layers[1], prepend=True), Recorder(loaded.layers[1])
+        loaded.model.generate(
+            input_ids=padded.input_ids,
+            attention_mask=padded.attention_mask,
+            max_new_tokens=4,
+            min_new_tokens=4,
+            do_sample=False,
+            use_cache=False,
+            pad_token_id=loaded.tokenizer.pad_token_id,
+        )
+        before.remove()
+        after.remove()
+    assert [c.shape[1] for c in before.calls] == [width + k for k in range(4)]  # every step re-reads it all
+    for step_before, step_after in zip(before.calls, after.calls, strict=True):
+        delta = step_after - step_before
+        _only_last_column_steered(delta[:, :width], 3.0 * v)
+        torch.testing.assert_close(delta[:, width:], (3.0 * v).expand_as(delta[:, width:]), atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("cache", [True, False])
+def test_response_steering_can_change_the_first_generated_token(cache: bool) -> None:
+    loaded = make_model("llama")
+    v = direction(loaded)
+    padded = pad_batch(ids_of(loaded), loaded.tokenizer.pad_token_id, side="left")
+    settings = dict(max_new_tokens=1, do_sample=False, use_cache=cache, pad_token_id=loaded.tokenizer.pad_token_id)
+    with torch.no_grad():
+        plain = loaded.model.generate(input_ids=padded.input_ids, attention_mask=padded.attention_mask, **settings)
+        with steer(loaded, v, layer=2, coefficient=40.0, positions="response", scale="absolute"):
+            steered = loaded.model.generate(
+                input_ids=padded.input_ids, attention_mask=padded.attention_mask, **settings
+            )
+    first_plain, first_steered = plain[:, padded.width].tolist(), steered[:, padded.width].tolist()
+    assert all(a != b for a, b in zip(first_plain, first_steered, strict=True)), (first_plain, first_steered)
 
 
 @pytest.mark.parametrize("arch", ARCHITECTURES)
@@ -239,3 +288,48 @@ def test_effective_coherence_floor() -> None:
     floor, note = effective_floor(70, 39.5)
     assert floor == pytest.approx(29.5) and "39.5" in note and "under the floor 70" in note
     assert effective_floor(70, 4.0)[0] == 0.0
+
+
+def _short_context_model(arch: str, context: int = 64):
+    from tiny import make_config, make_tokenizer
+    from transformers import AutoModelForCausalLM
+
+    from traitvec.models import wrap_model
+
+    config = make_config(arch)
+    config.max_position_embeddings = context  # gpt2 maps this onto n_positions
+    torch.manual_seed(0)
+    return wrap_model(AutoModelForCausalLM.from_config(config), make_tokenizer(), name=f"tiny-{arch}-ctx{context}")
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_a_prompt_longer_than_the_context_is_cut_to_its_end(arch: str, caplog: pytest.LogCaptureFixture) -> None:
+    loaded = _short_context_model(arch)
+    assert context_length(loaded) == 64
+    short = ids_of(loaded, ["What causes rain?"])[0]
+    long = list(loaded.tokenizer(" ".join(["The quick brown fox jumps over the lazy dog."] * 200))["input_ids"])
+    assert len(long) > 1000
+    with caplog.at_level("WARNING", logger="traitvec.generation"):
+        out = generate(loaded, [short, long, "What causes rain? " * 300], max_new_tokens=8)
+    bos = loaded.tokenizer.bos_token_id
+    assert out[0].prompt_ids == tuple(short) and out[0].dropped == 0
+    assert len(out[1].prompt_ids) == 64 - 8
+    assert out[1].prompt_ids == (bos, *long[-(64 - 8 - 1) :])  # the BOS, then the end of the prompt
+    assert out[1].dropped == len(long) - (64 - 8)
+    assert len(out[2].prompt_ids) == 56 and out[2].prompt_ids[0] == bos and out[2].dropped > 500
+    assert all(len(g.raw_tokens) == 8 or g.stopped for g in out)
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1, warnings  # one warning per call, naming the prompts cut
+    assert "2 prompt(s)" in warnings[0] and "prompt index 1, 2" in warnings[0] and "(64 tokens)" in warnings[0]
+
+
+def test_max_new_tokens_that_fill_the_context_are_refused() -> None:
+    loaded = _short_context_model("llama")
+    with pytest.raises(ConfigError, match=r"generate\(max_new_tokens=\) = 63 leaves no room.*at most 62") as err:
+        generate(loaded, ["What causes rain?"], max_new_tokens=63)
+    assert err.value.setting == "generate(max_new_tokens=)"
+    bos = loaded.tokenizer.bos_token_id
+    assert bos not in range(5, 105)
+    assert fit_context(loaded, list(range(5, 105)), 62) == ([103, 104], 98)  # two tokens of room: the end
+    assert fit_context(loaded, [bos, *range(5, 105)], 62) == ([bos, 104], 99)  # a leading BOS is kept
+    assert fit_context(loaded, [bos, 5, 6], 8) == ([bos, 5, 6], 0)

@@ -495,7 +495,8 @@ def test_a_resumed_run_never_mixes_two_models_answers(world: Path, caplog) -> No
         before = server.request_count
         with caplog.at_level(logging.INFO, logger="traitvec"):
             (run,) = steer(world, name, judge_for(server))
-        assert server.request_count - before == 3 * 3 * 2  # every round of model B generated and judged anew
+        # every round of model B (baseline, two search rounds, the prompting baseline) generated and judged anew
+        assert server.request_count - before == (3 + 1) * 3 * 2
     assert "resuming" not in caplog.text
     assert run.steering["steer_model"]["name"] == str(world / "model-b")
     assert len(list(steering_dir(world, name).glob("runs/*"))) == 2  # A's unfinished run is kept apart
@@ -506,13 +507,14 @@ def test_two_traits_resume_in_the_second_and_are_current_alone_or_in_another_ord
     traits = ("test/optimism", "test/hope")
     with JudgeServer(KeywordResponder()) as server:
         with pytest.raises(KeyboardInterrupt):
-            steer(world, name, Interrupting(judge_for(server), after=3 + 2), traits=traits)  # 1st done, 2nd: 2 rounds
+            # the 1st trait done (3 rounds and the prompting baseline), the 2nd: 2 rounds
+            steer(world, name, Interrupting(judge_for(server), after=3 + 1 + 2), traits=traits)
         assert (steering_dir(world, name, "test/optimism") / "results.json").is_file()
         before = server.request_count
         with caplog.at_level(logging.INFO, logger="traitvec"):
             both = steer(world, name, judge_for(server), traits=traits)
         assert "test/hope: resuming after 1 finished rounds" in caplog.text
-        assert server.request_count - before == 3 * 2  # only the second trait's last round
+        assert server.request_count - before == 2 * 3 * 2  # only the second trait's last round and prompting
         before = server.request_count
         (alone,) = steer(world, name, judge_for(server), traits=("test/hope",))
         reversed_ = steer(world, name, judge_for(server), traits=tuple(reversed(traits)))
@@ -581,11 +583,12 @@ def test_a_dead_judge_exits_nonzero_with_one_line_and_shows_unscored(world: Path
     err = capsys.readouterr().err
     assert status == 1
     lines = [line for line in err.splitlines() if "the judge failed" in line]
-    assert len(lines) == 1 and lines[0].startswith("traitvec: error: the judge failed on 12 of 12 steering items")
+    # baseline, one search round and the prompting baseline: 3 questions × 2 judged kinds each
+    assert len(lines) == 1 and lines[0].startswith("traitvec: error: the judge failed on 18 of 18 steering items")
     assert "HTTP 422" in lines[0] and KEY not in err
     folder = steering_dir(world, name)
     markdown = (folder / "results.md").read_text()
-    assert "**The judge failed** on 12 of 12 items" in markdown and "lower the coherence floor" not in markdown
+    assert "**The judge failed** on 18 of 18 items" in markdown and "lower the coherence floor" not in markdown
     results = json.loads((folder / "results.json").read_text())
     assert {r["verdict"] for r in results["runs"]} == {"unscored"} and results["best"] is None
     _, cells = heatmap_cells(results, results["layers"])

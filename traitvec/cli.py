@@ -142,6 +142,16 @@ def _extraction_options(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _number_or_off(value: str) -> float | None:
+    """A flag value that is a number, or ``off`` (``None``)."""
+    if value.strip().lower() == "off":
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is neither a number nor 'off'") from None
+
+
 def add_pipeline_arguments(p: argparse.ArgumentParser) -> None:
     """Arguments of ``traitvec run`` and ``extraction/run_pipeline.py``."""
     p.add_argument("--experiment", required=True, metavar="E", help="experiment whose model extracts the vectors")
@@ -165,6 +175,27 @@ def add_pipeline_arguments(p: argparse.ArgumentParser) -> None:
     s.add_argument("--questions", type=int, metavar="N", help="use only the first N steering questions")
     s.add_argument("--samples", type=int, default=1, metavar="N", help="samples per question (>1 samples, seeded)")
     s.add_argument("--search-steps", type=int, default=6, metavar="N", help="coefficient search rounds (default 6)")
+    s.add_argument(
+        "--fluency-margin",
+        type=_number_or_off,
+        default=1.5,
+        metavar="X",
+        help="nats of mean answer log-prob (under the unsteered model) a run may lose against the baseline "
+        "(default 1.5; 'off' disables)",
+    )
+    s.add_argument(
+        "--repetition-ceiling",
+        type=_number_or_off,
+        default=0.5,
+        metavar="X",
+        help="highest mean 3-gram repetition of a run's answers, or the baseline's + 0.15 if higher "
+        "(default 0.5; 'off' disables)",
+    )
+    s.add_argument(
+        "--no-prompting-baseline",
+        action="store_true",
+        help="skip the prompting baseline (the unsteered model asked to show the trait)",
+    )
     judge_options(p)
 
 
@@ -255,6 +286,20 @@ def _results_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("trait", metavar="cat/trait", help="the trait whose steering runs to list")
     p.add_argument("--experiment", metavar="S", help="only this (steered) experiment (default: every experiment)")
     _experiments_root(p)
+
+
+@_command(
+    "rescore",
+    "re-judge the saved answers of finished steering evaluations with another judge (no model is loaded)",
+    "traitvec.commands.rescore:cmd_rescore",
+)
+def _rescore_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--experiment", required=True, metavar="S", help="experiment whose steering results to re-judge")
+    p.add_argument("--traits", nargs="+", required=True, metavar="cat/trait", help="traits to re-judge")
+    _traits_root(p)
+    _experiments_root(p)
+    p.add_argument("--run", metavar="KEY", help="re-judge this run (steering/cat/trait/runs/KEY; default: the latest)")
+    judge_options(p)
 
 
 # Reading texts with vectors; their arguments are defined beside their handlers (commands/monitor.py).

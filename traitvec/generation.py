@@ -8,13 +8,20 @@ Greedy by default; ``do_sample=True`` samples with ``temperature``/``top_p`` fro
 (reproducible for the same prompts and batch size). With ``steering``, row ``i`` is steered by
 ``steering[i]``; when the prompts are split into sub-batches each sub-batch carries exactly its
 own rows' configurations.
+
+Context. A prompt longer than the model's context minus ``max_new_tokens``
+(:func:`context_length`) is cut to fit before it reaches the model (:func:`fit_context`), so a
+pasted megabyte never generates for minutes or runs past the position embeddings. The **end** is
+kept — it holds the chat template's generation prompt and the end of the question, which is what
+the model answers — together with a leading BOS token; the tokens cut from the start are counted
+in :attr:`Generation.dropped`, and one warning per call names the prompts that were cut.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol, cast
 
 import torch
@@ -25,7 +32,7 @@ from .models import LoadedModel
 from .prompting import encode_chat
 from .steering import Steer, SteeringHandle
 
-__all__ = ["Generation", "generate", "eos_ids"]
+__all__ = ["Generation", "generate", "eos_ids", "context_length", "fit_context"]
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +47,8 @@ class Generation:
         raw_tokens: generated ids up to and including the first end-of-sequence token.
         text: ``tokens`` decoded, special tokens skipped (for display and judging).
         stopped: True when the model produced an end-of-sequence token.
+        dropped: prompt tokens cut from the start to fit the model's context (``prompt_ids`` is
+            what the model read).
     """
 
     prompt_ids: tuple[int, ...]
@@ -47,6 +56,7 @@ class Generation:
     raw_tokens: tuple[int, ...]
     text: str
     stopped: bool
+    dropped: int = 0
 
 
 def eos_ids(loaded: LoadedModel) -> set[int]:
@@ -59,6 +69,60 @@ def eos_ids(loaded: LoadedModel) -> set[int]:
         elif isinstance(value, list | tuple):
             ids.update(int(v) for v in value)
     return ids
+
+
+_CONTEXT_ATTRIBUTES = ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length")
+_NO_LIMIT = 10**8  # tokenizers without a known limit report ~1e30 as model_max_length
+
+
+def context_length(loaded: LoadedModel) -> int | None:
+    """The most tokens the model reads at once: its config's position limit, else the tokenizer's
+    ``model_max_length``; ``None`` when neither says.
+
+    Example:
+        >>> context_length(loaded)
+        32768
+    """
+    config: Any = getattr(loaded.model, "config", None)
+    text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
+    for name in _CONTEXT_ATTRIBUTES:
+        value = getattr(text_config, name, None)
+        if isinstance(value, int) and not isinstance(value, bool) and 0 < value < _NO_LIMIT:
+            return value
+    value = getattr(loaded.tokenizer, "model_max_length", None)
+    if isinstance(value, int) and 0 < value < _NO_LIMIT:
+        return value
+    return None
+
+
+def fit_context(loaded: LoadedModel, ids: Sequence[int], max_new_tokens: int) -> tuple[list[int], int]:
+    """``ids`` cut to fit the context with ``max_new_tokens`` to spare, and how many tokens were cut.
+
+    The end is kept (the generation prompt and the end of the question), and a leading BOS token.
+
+    Raises:
+        ConfigError: ``max_new_tokens`` leaves no room for a prompt in the model's context.
+
+    Example:
+        >>> ids, dropped = fit_context(loaded, encode_chat(loaded, very_long_question), 48)
+    """
+    ids = [int(t) for t in ids]
+    limit = context_length(loaded)
+    if limit is None:
+        return ids, 0
+    room = limit - max_new_tokens
+    if room < 2:
+        raise ConfigError(
+            f"generate(max_new_tokens=) = {max_new_tokens} leaves no room for a prompt in the context of "
+            f"{loaded.name} ({limit} tokens); ask for at most {limit - 2} new tokens",
+            setting="generate(max_new_tokens=)",
+        )
+    if len(ids) <= room:
+        return ids, 0
+    bos = loaded.tokenizer.bos_token_id
+    head = ids[:1] if bos is not None and ids[0] == bos else []
+    kept = head + ids[len(ids) - (room - len(head)) :]
+    return kept, len(ids) - len(kept)
 
 
 def generate(
@@ -109,9 +173,7 @@ def generate(
         raise ConfigError(f"max_new_tokens = {max_new_tokens}; use 1 or more")
     if steering is not None and len(steering) != len(prompts):
         raise ConfigError(f"steering has {len(steering)} rows for {len(prompts)} prompts; give one list per prompt")
-    encoded = [encode_chat(loaded, p) if isinstance(p, str) else [int(t) for t in p] for p in prompts]
-    if any(not ids for ids in encoded):
-        raise ConfigError("a prompt is empty after tokenisation")
+    encoded, dropped = _encode(loaded, prompts, max_new_tokens)
     budget = max_batch_tokens or (65536 if loaded.device.type == "cuda" else 16384)
     lengths = [len(ids) + max_new_tokens for ids in encoded]
     batches = [
@@ -145,7 +207,7 @@ def generate(
                 min_new_tokens,
             )
             for i, out in zip(batch, outputs, strict=True):
-                results[i] = out
+                results[i] = replace(out, dropped=dropped[i]) if dropped[i] else out
             if bar is not None:
                 bar.update(len(batch))
     finally:
@@ -154,6 +216,34 @@ def generate(
         if bar is not None:
             bar.close()
     return [r for r in results if r is not None]
+
+
+def _encode(
+    loaded: LoadedModel, prompts: Sequence[Sequence[int]] | Sequence[str], max_new_tokens: int
+) -> tuple[list[list[int]], list[int]]:
+    """Token ids of every prompt, cut to fit the context (one warning naming the prompts cut)."""
+    encoded, dropped = [], []
+    for p in prompts:
+        ids = encode_chat(loaded, p) if isinstance(p, str) else [int(t) for t in p]
+        if not ids:
+            raise ConfigError("a prompt is empty after tokenisation")
+        kept, cut = fit_context(loaded, ids, max_new_tokens)
+        encoded.append(kept)
+        dropped.append(cut)
+    cut_rows = [i for i, n in enumerate(dropped) if n]
+    if cut_rows:
+        shown = ", ".join(map(str, cut_rows[:10])) + (" …" if len(cut_rows) > 10 else "")
+        logger.warning(
+            "%s: %d prompt(s) longer than the context (%s tokens) minus max_new_tokens (%d); kept the last "
+            "tokens of each (prompt index %s; the first lost %d tokens)",
+            loaded.name,
+            len(cut_rows),
+            context_length(loaded),
+            max_new_tokens,
+            shown,
+            dropped[cut_rows[0]],
+        )
+    return encoded, dropped
 
 
 class _Generates(Protocol):

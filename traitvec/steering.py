@@ -9,10 +9,16 @@ the raw activation norm, which in Gemma models is ~99.9% a component shared by e
 Modes. ``add``: ``h + a·u``. ``ablate``: ``h − (h·u)u`` (the direction projected out).
 ``pin``: ``h + (a − h·u)u`` (the projection set to ``a``).
 
-Positions. ``all``; ``prompt`` (tokens of the prompt only); ``response`` (every generated token,
-with the KV cache on). Positions are absolute: a pre-hook on the decoder stack reads how many
-tokens the cache already holds, so a decoding step of length 1 still knows it is token
-``prompt_length + k``.
+Positions. ``all``; ``prompt`` (tokens of the prompt only); ``response``: the positions whose
+outputs produce the answer — the prompt's *last* position (its state predicts the first answer
+token, so steering can change the first word: "I can't", "Yes") and every generated token. The
+last prompt position is the one position ``prompt`` and ``response`` share. Positions are
+absolute: a pre-hook on the decoder stack reads how many tokens the cache already holds, so a
+decoding step of length 1 still knows it is token ``prompt_length + k``; without the KV cache each
+step's call re-reads the whole sequence, and a call whose tokens extend the previous prompt's is
+recognised as the next step of the same generation (not a new prompt). Prompts are assumed
+left-padded (as :func:`traitvec.generation.generate` and transformers' ``generate`` pad them), so
+the last prompt position is the last column of the prompt pass for every row.
 
 Rows. :func:`steer` applies one configuration to every row. :func:`steer_rows` gives each row of
 the batch its own list of :class:`Steer`; a hook that sees a batch with another number of rows
@@ -57,7 +63,8 @@ class Steer:
         layer: 0-based decoder layer whose output is changed.
         coefficient: strength for ``add``, target projection for ``pin``; unused by ``ablate``.
         mode: ``add``, ``ablate`` or ``pin``.
-        positions: ``all``, ``prompt`` or ``response``.
+        positions: ``all``, ``prompt`` or ``response`` (the last prompt position, which produces
+            the first answer token, and every generated token).
         scale: ``spread`` (coefficient × the layer's recorded spread) or ``absolute``.
 
     Example:
@@ -164,6 +171,7 @@ class SteeringHandle:
         self._terms: dict[int, list[_Term]] = {}
         self._rows: int | None = None
         self._prompt_length = 0
+        self._prompt: torch.Tensor | None = None  # the last prompt pass's tokens (to recognise cache-less steps)
         self._offset = 0
         self._tokens = 0
         self._attached = False
@@ -219,6 +227,7 @@ class SteeringHandle:
             terms.setdefault(layer, []).append(_Term(mode, positions, units, amounts))
         self._terms = terms
         self._rows = None if broadcast else len(rows)
+        self._prompt = None  # a new configuration starts a new generation
         if self._attached:
             self._hook_layers()
 
@@ -270,15 +279,27 @@ class SteeringHandle:
         cache = kwargs.get("cache", kwargs.get("past_key_values"))
         past = int(cache.get_seq_length()) if cache is not None and hasattr(cache, "get_seq_length") else 0
         length = int(tokens.shape[1]) if tokens is not None else 0
-        if past == 0:
+        if past == 0 and not self._continues_prompt(tokens):
             self._prompt_length = length
+            self._prompt = tokens.detach() if tokens is not None else None
         self._offset, self._tokens = past, length
+
+    def _continues_prompt(self, tokens: torch.Tensor | None) -> bool:
+        """Whether a call without a cache re-reads the last prompt plus generated tokens (a step
+        of ``generate(use_cache=False)``) rather than starting a new prompt."""
+        prompt = self._prompt
+        if tokens is None or prompt is None or tokens.shape[0] != prompt.shape[0]:
+            return False
+        if tokens.shape[1] <= prompt.shape[1] or tokens.device != prompt.device:
+            return False
+        return bool(torch.equal(tokens[:, : prompt.shape[1]], prompt))
 
     def _mask(self, positions: str, device: torch.device) -> torch.Tensor | None:
         if positions == "all":
             return None
         index = torch.arange(self._offset, self._offset + self._tokens, device=device)
-        inside = index < self._prompt_length if positions == "prompt" else index >= self._prompt_length
+        # "response" starts at the last prompt position: its output produces the first answer token.
+        inside = index < self._prompt_length if positions == "prompt" else index >= self._prompt_length - 1
         return inside.float()
 
     def _make_hook(self, layer: int) -> Callable[[nn.Module, Any, Any], Any]:

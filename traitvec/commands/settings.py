@@ -53,6 +53,9 @@ FLAGS: dict[str, str] = {
     "SteeringSettings.questions": "--questions",
     "SteeringSettings.samples": "--samples",
     "SteeringSettings.search_steps": "--search-steps",
+    "SteeringSettings.fluency_margin": "--fluency-margin",
+    "SteeringSettings.repetition_ceiling": "--repetition-ceiling",
+    "SteeringSettings.prompting_baseline": "--no-prompting-baseline",
     # scenario vetting (traitvec vet)
     "VetSettings.tokens": "--tokens",
     "VetSettings.threshold": "--threshold",
@@ -173,6 +176,7 @@ def extraction_settings(args: argparse.Namespace, config: ExperimentConfig) -> E
 
 def steering_settings(args: argparse.Namespace) -> SteeringSettings:
     """The steering-evaluation flags; the vector is the first ``--methods`` at the first ``--position``."""
+    from ..stages.fluency_guard import FLUENCY_MARGIN, REPETITION_CEILING
     from ..stages.steer import SteeringSettings
 
     methods = parse_list(getattr(args, "methods", None), "methods")
@@ -188,6 +192,9 @@ def steering_settings(args: argparse.Namespace) -> SteeringSettings:
         questions=args.questions,
         samples=args.samples,
         search_steps=args.search_steps,
+        fluency_margin=getattr(args, "fluency_margin", FLUENCY_MARGIN),
+        repetition_ceiling=getattr(args, "repetition_ceiling", REPETITION_CEILING),
+        prompting_baseline=not getattr(args, "no_prompting_baseline", False),
     )
 
 

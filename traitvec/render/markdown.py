@@ -25,7 +25,7 @@ def format_results(results: Mapping[str, Any]) -> str:
     failed = _judge_failure(results)
     if failed:
         lines += [failed, ""]
-    lines += _held_out(results) + [""] + _protocol(results) + [""] + _runs_table(results) + [""]
+    lines += _held_out(results) + [""] + _prompting(results) + _protocol(results) + [""] + _runs_table(results) + [""]
     if results["best"]:
         lines += _best(results)
     elif not failed:
@@ -75,6 +75,31 @@ def _held_out(results: Mapping[str, Any]) -> list[str]:
     ]
 
 
+def _prompting(results: Mapping[str, Any]) -> list[str]:
+    """The prompting baseline beside the headline (nothing when the run had none)."""
+    prompted = results.get("prompting_baseline")
+    if not prompted:
+        return []
+    gain, held = prompted.get("trait_gain"), (results.get("held_out") or {}).get("trait_gain")
+    compare = ""
+    if gain is not None and held is not None:
+        compare = " — **prompting beats steering**" if gain > held else " — steering beats prompting"
+    return [
+        f"**Prompting baseline** (the unsteered model asked to show the trait, {prompted['placement']}): trait "
+        f"{fmt(prompted['trait']['mean'])}, gain {fmt(gain)} {_interval(prompted.get('trait_gain_ci95'))}, "
+        f"coherence {fmt(prompted['coherence']['mean'])}, {_fluency_cell(prompted)} ({prompted.get('verdict')})"
+        f"{compare}.",
+        "",
+    ]
+
+
+def _fluency_cell(summary: Mapping[str, Any]) -> str:
+    """``log-prob -1.23, ppl 3.4, rep 0.18`` of a summary's ``fluency`` (``-`` parts when unread)."""
+    f = summary.get("fluency") or {}
+    logprob, ppl, rep = ((f.get(k) or {}).get("mean") for k in ("mean_logprob", "perplexity", "repetition"))
+    return f"log-prob {fmt(logprob, 2)}, ppl {fmt(ppl)}, rep {fmt(rep, 2)}"
+
+
 def _floor_text(results: Mapping[str, Any]) -> str:
     requested, effective = results["coherence_floor"]["requested"], results["coherence_floor"]["effective"]
     if effective == requested:
@@ -92,16 +117,30 @@ def _protocol(results: Mapping[str, Any]) -> list[str]:
         f"{settings.get('min_scored', 0.8):.0%} of a run's answers scored",
         f"- coefficients in spread units; {len(results['questions'])} questions × {settings['samples']} sample(s); "
         "intervals are across questions",
+        *_guard_line(results),
     ]
+
+
+def _guard_line(results: Mapping[str, Any]) -> list[str]:
+    guard = results.get("fluency_guard")
+    if not guard:
+        return []
+    parts = []
+    if guard.get("min_mean_logprob") is not None:
+        parts.append(f"mean log-prob at least {guard['min_mean_logprob']:.2f} ({guard['margin']:g} under the baseline)")
+    if guard.get("max_repetition") is not None:
+        parts.append(f"3-gram repetition at most {guard['max_repetition']:.2f}")
+    return [f"- fluency guard (judge-free, unsteered model): {'; '.join(parts) or 'off'}"] if parts else []
 
 
 def _runs_table(results: Mapping[str, Any]) -> list[str]:
     base, best = results["baseline"], results["best"]
     lines = [
         "| layer | coefficient | trait (mean ± CI) | coherence | trait gain [95% CI] | projection gain "
-        "| verdict | n / failed / abstained |",
-        "|---|---|---|---|---|---|---|---|",
-        f"| – | 0 (baseline) | {fmt(base['trait']['mean'])} | {fmt(base['coherence']['mean'])} | – | – | – | "
+        "| fluency | verdict | n / failed / abstained |",
+        "|---|---|---|---|---|---|---|---|---|",
+        f"| – | 0 (baseline) | {fmt(base['trait']['mean'])} | {fmt(base['coherence']['mean'])} | – | – | "
+        f"{_fluency_cell(base)} | – | "
         f"{base['trait']['n']} / {base['trait']['n_failed']} / {base['trait']['n_abstained']} |",
     ]
     for run in sorted(results["runs"], key=lambda r: (r["layer"], abs(r["coefficient"]))):
@@ -113,8 +152,8 @@ def _runs_table(results: Mapping[str, Any]) -> list[str]:
         verdict = run.get("verdict") or ("coherent" if run["coherent"] else "below floor")
         lines.append(
             f"| {run['layer']} | {run['coefficient']:+.3g}{mark} | {trait_cell} | {fmt(run['coherence']['mean'])} | "
-            f"{gain_cell} | {fmt(run['projection_gain'], 2)} | {verdict} | {run['trait']['n']} / "
-            f"{run['trait']['n_failed']} / {run['trait']['n_abstained']} |"
+            f"{gain_cell} | {fmt(run['projection_gain'], 2)} | {_fluency_cell(run)} | {verdict} | "
+            f"{run['trait']['n']} / {run['trait']['n_failed']} / {run['trait']['n_abstained']} |"
         )
     return lines
 

@@ -155,7 +155,7 @@ class HeatmapCell:
         row, column: the cell's layer and coefficient indices.
         value: the trait gain coloured (``None``: unscored, drawn grey).
         label: the text written in the cell.
-        hatched: True for a run under the coherence floor.
+        hatched: True for a run under the coherence floor or failing the fluency guard.
         chosen: ``"in-sample"`` for the in-sample best run, ``"held-out"`` for a run a fold of the
             cross-fitted choice picked (and not the in-sample best), else ``None``.
     """
@@ -168,7 +168,12 @@ class HeatmapCell:
     chosen: str | None
 
 
-_VERDICT_LABELS = {"below floor": "incoherent", "too few scored": "too few scored", "unscored": "coherence unscored"}
+_VERDICT_LABELS = {
+    "below floor": "incoherent",
+    "not fluent": "not fluent",
+    "too few scored": "too few scored",
+    "unscored": "coherence unscored",
+}
 
 
 def heatmap_cells(results: Mapping[str, Any], layers: Sequence[int]) -> tuple[list[float], list[HeatmapCell]]:
@@ -202,7 +207,7 @@ def heatmap_cells(results: Mapping[str, Any], layers: Sequence[int]) -> tuple[li
                 coefficients.index(r["coefficient"]),
                 gain,
                 "\n".join(lines),
-                verdict == "below floor",
+                verdict in ("below floor", "not fluent"),
                 chosen,
             )
         )
@@ -251,8 +256,8 @@ def _plot_heatmap(results: Mapping[str, Any], layers: list[int], suffix: str, pa
     fig.text(
         0.01,
         0.01,
-        "solid box: in-sample best; dashed: chosen by a cross-fitting fold; hatched: incoherent; grey: unscored; "
-        "white: not run",
+        "solid box: in-sample best; dashed: chosen by a cross-fitting fold; hatched: incoherent or not fluent; "
+        "grey: unscored; white: not run",
         fontsize=7,
     )
     fig.tight_layout(rect=(0, 0.05, 1, 1))

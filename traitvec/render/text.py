@@ -10,7 +10,15 @@ from typing import Any
 
 from ..evaluation import Evaluation
 
-__all__ = ["format_table", "fmt", "extraction_table", "held_out_cell", "steering_table", "format_vetting"]
+__all__ = [
+    "format_table",
+    "fmt",
+    "extraction_table",
+    "held_out_cell",
+    "steering_table",
+    "rescore_table",
+    "format_vetting",
+]
 
 EXTRACTION_HEADER = ["trait", "position", "method", "best layer", "AUROC", "Cohen's d", "accuracy"]
 STEERING_HEADER = [
@@ -21,6 +29,8 @@ STEERING_HEADER = [
     "baseline trait",
     "steered trait",
     "coherence",
+    "prompted trait",
+    "prompted coherence",
     "projection gain",
     "smoke-test judge",
 ]
@@ -87,16 +97,22 @@ def held_out_cell(results: Mapping[str, Any]) -> str:
 
 
 def steering_table(traits: Sequence[tuple[str, Mapping[str, Any] | None]]) -> str:
-    """The held-out gain of every trait first, then its in-sample best coherent run against its baseline.
+    """The held-out gain of every trait first, then its in-sample best coherent run against its
+    baseline, and its prompting baseline (the unsteered model asked to show the trait).
+
+    Below the table, one line per trait where asking for the trait moved it further than steering
+    did (the held-out gain when there is one, else the in-sample best's): researchers must see when
+    prompting beats steering.
 
     Args:
         traits: ``(trait name, results.json document or None)`` per trait.
     """
-    rows = []
+    rows, notes = [], []
     for trait, results in traits:
         s = results or {}
         best = s.get("best") or {}
         base = s.get("baseline") or {}
+        prompted = s.get("prompting_baseline") or {}
         rows.append(
             [
                 trait,
@@ -106,11 +122,64 @@ def steering_table(traits: Sequence[tuple[str, Mapping[str, Any] | None]]) -> st
                 fmt(base.get("trait", {}).get("mean")),
                 fmt(best.get("trait", {}).get("mean")),
                 fmt(best.get("coherence", {}).get("mean")),
+                fmt(prompted.get("trait", {}).get("mean")),
+                fmt(prompted.get("coherence", {}).get("mean")),
                 fmt(best.get("projection_gain"), 2),
                 "yes" if s.get("smoke_test") else "no",
             ]
         )
-    return format_table(rows, STEERING_HEADER)
+        held = (s.get("held_out") or {}).get("trait_gain")
+        steered = held if held is not None else best.get("trait_gain")
+        note = _prompting_note(trait, steered, prompted.get("trait_gain"), "held-out" if held is not None else "")
+        if note:
+            notes.append(note)
+    table = format_table(rows, STEERING_HEADER)
+    return "\n".join([table, "", *notes]) if notes else table
+
+
+def _prompting_note(trait: str, steered: float | None, prompted: float | None, label: str) -> str | None:
+    """The line saying prompting beat steering on ``trait`` (``None`` when it did not, or is unknown)."""
+    if prompted is None or (steered is not None and steered >= prompted):
+        return None
+    steered_text = (
+        "no coherent run" if steered is None else f"{steered:+.1f} steered" + (f" ({label})" if label else "")
+    )
+    return f"{trait}: prompting beats steering (trait gain {prompted:+.1f} prompted vs {steered_text})"
+
+
+def rescore_table(comparison: Mapping[str, Any]) -> str:
+    """The old and new judge's means per run, their differences, and the two judges' correlations.
+
+    Args:
+        comparison: :func:`traitvec.stages.rescore.compare_judges`'s result.
+    """
+    rows = [
+        [
+            r["run"],
+            fmt(r["trait"]["old"]),
+            fmt(r["trait"]["new"]),
+            _signed(r["trait"]["difference"]),
+            fmt(r["coherence"]["old"]),
+            fmt(r["coherence"]["new"]),
+            _signed(r["coherence"]["difference"]),
+        ]
+        for r in comparison["runs"]
+    ]
+    header = ["run", "trait old", "trait new", "diff", "coherence old", "coherence new", "diff"]
+    lines = [format_table(rows, header), ""]
+    for kind in ("trait", "coherence"):
+        mean = comparison["mean_difference"][kind]
+        runs, responses = comparison["correlation"]["runs"], comparison["correlation"]["responses"]
+        lines.append(
+            f"{kind}: mean difference (new - old) {_signed(mean['mean'])} over {mean['n']} runs; correlation "
+            f"across runs {fmt(runs[kind], 2)} (n={runs['n_' + kind]}), across responses "
+            f"{fmt(responses[kind], 2)} (n={responses['n_' + kind]})"
+        )
+    return "\n".join(lines)
+
+
+def _signed(value: float | None) -> str:
+    return "-" if value is None else f"{value:+.1f}"
 
 
 def format_vetting(report: Mapping[str, Any], *, max_failing: int = 40) -> str:

@@ -1,9 +1,16 @@
-"""One steering round: generate, judge and project the answers of ``[(layer, coefficient)]`` runs.
+"""One steering round: generate, judge and read back the answers of ``[(layer, coefficient)]`` runs.
 
 :class:`RoundRunner` is what the coefficient search calls (``runner(configs, number)``): every
 configuration's answers to every question (``samples`` each) in one batched ``generate``, judged
-for the trait and for coherence, and read back by the unsteered model for the judge-free
-projection. The baseline is the round of coefficient 0.
+for the trait and for coherence, and read back by the unsteered model in one forward pass
+(:func:`traitvec.fluency.read_answers`) for the judge-free measures: the answer's fluency
+(``mean_logprob``, ``perplexity``, ``repetition``) and its projection on the vector at every
+candidate layer. The baseline is the round of coefficient 0; :meth:`RoundRunner.prompting` answers
+the same questions unsteered from other prompts (the prompting baseline).
+
+A question longer than the model's context minus ``max_new_tokens`` is cut to its end once, with
+one warning naming the questions cut (:func:`traitvec.generation.fit_context`), so a pasted
+megabyte never generates for minutes.
 
 Each answer is recorded as one plain dict (:func:`response_record`), the unit later measurements
 add fields to. :func:`rescore_failed` re-asks the judge for exactly the items that failed in
@@ -16,19 +23,22 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from ..generation import Generation, generate
+from ..fluency import AnswerReading, read_answers
+from ..generation import Generation, fit_context, generate
 from ..judge import Judge, JudgeScore
 from ..models import LoadedModel
 from ..prompting import PLAIN_STOP, encode_chat
 from ..steering import Steer, SteerPositions
 from ..traits import Trait
 from ..vectors import TraitVector
-from .projection import answer_projections
 from .search import Record
 
-__all__ = ["RoundRunner", "Scorer", "response_record", "rescore_failed", "scorers_for"]
+__all__ = ["RoundRunner", "Scorer", "encode_questions", "response_record", "rescore_failed", "scorers_for"]
 
 logger = logging.getLogger(__name__)
+
+_Row = tuple[list[int], list[Steer], tuple[int, float, int, int]]
+"""One answer to generate: prompt ids, steering, and (layer, coefficient, question index, sample)."""
 
 Scorer = Callable[[Sequence[str], Sequence[str]], list[JudgeScore]]
 """Scores answers (paired with their questions) for one kind of judge record."""
@@ -50,9 +60,13 @@ def response_record(
     coefficient: float,
     generation: Generation,
     scores: Mapping[str, JudgeScore],
-    projections: dict[str, float] | None,
+    reading: AnswerReading,
 ) -> dict[str, Any]:
-    """One answer as recorded in ``progress.json`` and ``results.json`` (``layer`` is ``None`` at baseline)."""
+    """One answer as recorded in ``progress.json`` and ``results.json`` (``layer`` is ``None`` at baseline).
+
+    ``reading`` is the unsteered model's reading of the answer: its ``fluency`` and ``projections``.
+    """
+    projections = reading.projections
     return {
         "question": question,
         "question_index": question_index,
@@ -63,9 +77,31 @@ def response_record(
         "tokens": list(generation.tokens),
         "stopped": generation.stopped,
         **{kind: score.to_dict() for kind, score in scores.items()},
+        "fluency": reading.fluency(),
         "projection": None if projections is None or coefficient == 0 else projections[str(layer)],
         "projections": projections,
     }
+
+
+def encode_questions(loaded: LoadedModel, questions: Sequence[str], max_new_tokens: int) -> list[list[int]]:
+    """Token ids of every question, cut to fit the context with ``max_new_tokens`` to spare (one
+    warning naming the questions cut, by index)."""
+    encoded, cut = [], []
+    for index, question in enumerate(questions):
+        ids, dropped = fit_context(loaded, encode_chat(loaded, question), max_new_tokens)
+        encoded.append(ids)
+        if dropped:
+            cut.append(f"{index} ({dropped} tokens)")
+    if cut:
+        logger.warning(
+            "%s: %d steering question(s) longer than the context minus max_new_tokens = %d; kept the end of "
+            "each (question index, tokens cut: %s)",
+            loaded.name,
+            len(cut),
+            max_new_tokens,
+            ", ".join(cut[:10]) + (" …" if len(cut) > 10 else ""),
+        )
+    return encoded
 
 
 class RoundRunner:
@@ -102,51 +138,53 @@ class RoundRunner:
         self.scorers, self.layers = dict(scorers), list(layers)
         self.max_new_tokens, self.samples, self.temperature, self.seed = max_new_tokens, samples, temperature, seed
         self.steer_positions, self.show_progress = steer_positions, show_progress
-        self.encoded = [encode_chat(loaded, q) for q in self.questions]
+        self.encoded = encode_questions(loaded, self.questions, max_new_tokens)
 
     def __call__(self, configs: list[tuple[int, float]], number: int) -> Record:
-        prompts: list[list[int]] = []
-        rows: list[list[Steer]] = []
-        meta: list[tuple[int, float, int, int]] = []
+        rows: list[_Row] = []
         for layer, coefficient in configs:
             steers = (
                 [] if coefficient == 0 else [Steer(self.vector, layer, coefficient, positions=self.steer_positions)]
             )
             for qi, ids in enumerate(self.encoded):
-                for sample in range(self.samples):
-                    prompts.append(ids)
-                    rows.append(steers)
-                    meta.append((layer, coefficient, qi, sample))
+                rows += [(ids, steers, (layer, coefficient, qi, sample)) for sample in range(self.samples)]
+        responses = self._answer(rows, self.seed + 1000 * number, f"steering round {number}")
+        return {"round": number, "configs": [list(c) for c in configs], "responses": responses}
+
+    def prompting(self, prompts: Sequence[Sequence[int]]) -> list[dict[str, Any]]:
+        """The unsteered answers to ``prompts`` (one per question, in order: the questions with an
+        instruction), judged and read back like every round's, recorded against the plain questions."""
+        rows: list[_Row] = [
+            (list(ids), [], (self.layers[0] if self.layers else 0, 0.0, qi, sample))
+            for qi, ids in enumerate(prompts)
+            for sample in range(self.samples)
+        ]
+        return self._answer(rows, self.seed - 1000, "prompting baseline")
+
+    def _answer(self, rows: list[_Row], seed: int, desc: str) -> list[dict[str, Any]]:
+        """Generate every row in one batched call, judge the answers and read them back unsteered."""
         generations = generate(
             self.loaded,
-            prompts,
+            [ids for ids, _, _ in rows],
             max_new_tokens=self.max_new_tokens,
-            steering=rows,
+            steering=[steers for _, steers, _ in rows],
             do_sample=self.samples > 1,
             temperature=self.temperature,
-            seed=self.seed + 1000 * number,
+            seed=seed,
             stop_strings=() if self.loaded.use_chat_template else (PLAIN_STOP,),
             show_progress=self.show_progress,
-            desc=f"steering round {number}",
+            desc=desc,
         )
-        asked = [self.questions[m[2]] for m in meta]
+        asked = [self.questions[meta[2]] for _, _, meta in rows]
         answers = [g.text for g in generations]
         scores = {kind: score(asked, answers) for kind, score in self.scorers.items()}
-        projections = answer_projections(self.loaded, self.vector, generations, self.layers)
-        responses = [
+        readings = read_answers(self.loaded, generations, vector=self.vector, layers=self.layers)
+        return [
             response_record(
-                self.questions[qi],
-                qi,
-                sample,
-                layer,
-                coefficient,
-                g,
-                {k: v[i] for k, v in scores.items()},
-                projections[i],
+                self.questions[qi], qi, sample, layer, coefficient, g, {k: v[i] for k, v in scores.items()}, readings[i]
             )
-            for i, ((layer, coefficient, qi, sample), g) in enumerate(zip(meta, generations, strict=True))
+            for i, ((_, _, (layer, coefficient, qi, sample)), g) in enumerate(zip(rows, generations, strict=True))
         ]
-        return {"round": number, "configs": [list(c) for c in configs], "responses": responses}
 
 
 def rescore_failed(rounds: Sequence[Record], scorers: Mapping[str, Scorer]) -> int:

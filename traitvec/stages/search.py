@@ -7,7 +7,9 @@
 - :func:`coherence_verdict` / :func:`is_coherent`: a run is coherent when at least ``min_scored``
   (default :data:`MIN_SCORED`, 80%) of its answers got a coherence score and their mean reaches
   the floor. Too few scored answers is its own verdict, never "coherent" and never "incoherent":
-  one ok score out of ten says nothing about the other nine.
+  one ok score out of ten says nothing about the other nine. With fluency limits
+  (:mod:`traitvec.stages.fluency_guard`), a run whose answers the unsteered model finds far less
+  likely than the baseline's, or that repeat themselves, is "not fluent" whatever the judge says.
 - :func:`response_summary`: trait and coherence summaries of recorded responses, each question
   counted once (per-question means, then the t-interval across questions), so several samples of
   one question are not taken for independent evidence.
@@ -30,6 +32,7 @@ from typing import Any, Literal
 from ..evaluation import Evaluation, LayerMetrics, in_depth_band
 from ..judge import JudgeScore, summarize
 from ..stats import mean_ci
+from .fluency_guard import FluencyLimits, fluency_summary
 
 __all__ = [
     "BASELINE_MARGIN",
@@ -58,9 +61,10 @@ MIN_SCORED = 0.8
 Record = dict[str, Any]
 """One search round as recorded in ``progress.json``: ``{"round", "configs", "responses"}``."""
 
-Verdict = Literal["coherent", "below floor", "too few scored", "unscored"]
+Verdict = Literal["coherent", "below floor", "too few scored", "unscored", "not fluent"]
 """Why a run counts or not: coherent; mean coherence under the floor; under ``min_scored`` of its
-answers scored; no answer scored at all."""
+answers scored; no answer scored at all; coherent for the judge but failing the judge-free fluency
+guard (:class:`~traitvec.stages.fluency_guard.FluencyLimits`)."""
 
 
 def candidate_layers(evaluation: Evaluation, method: str, n: int, n_layers_model: int) -> list[int]:
@@ -150,8 +154,15 @@ def response_summary(responses: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     return {kind: _summary(responses, kind) for kind in ("trait", "coherence")}
 
 
-def coherence_verdict(responses: Sequence[Mapping[str, Any]], floor: float, min_scored: float = MIN_SCORED) -> Verdict:
+def coherence_verdict(
+    responses: Sequence[Mapping[str, Any]],
+    floor: float,
+    min_scored: float = MIN_SCORED,
+    fluency: FluencyLimits | None = None,
+) -> Verdict:
     """Whether a run's answers are coherent enough to count (see :data:`Verdict`).
+
+    ``fluency``: the judge-free limits a judge-coherent run must also keep (``None``: no guard).
 
     Example:
         >>> coherence_verdict(responses, 70)  # 1 ok score of 10, however high
@@ -164,12 +175,22 @@ def coherence_verdict(responses: Sequence[Mapping[str, Any]], floor: float, min_
         return "unscored"
     if summary["n_ok"] < min_scored * len(responses):
         return "too few scored"
-    return "coherent" if summary["mean"] is not None and summary["mean"] >= floor else "below floor"
+    if summary["mean"] is None or summary["mean"] < floor:
+        return "below floor"
+    if fluency is not None and fluency.failure(fluency_summary(responses)) is not None:
+        return "not fluent"
+    return "coherent"
 
 
-def is_coherent(responses: Sequence[Mapping[str, Any]], floor: float, min_scored: float = MIN_SCORED) -> bool:
-    """Whether at least ``min_scored`` of the responses were scored and their mean coherence reaches ``floor``."""
-    return coherence_verdict(responses, floor, min_scored) == "coherent"
+def is_coherent(
+    responses: Sequence[Mapping[str, Any]],
+    floor: float,
+    min_scored: float = MIN_SCORED,
+    fluency: FluencyLimits | None = None,
+) -> bool:
+    """Whether at least ``min_scored`` of the responses were scored, their mean coherence reaches
+    ``floor`` and (with ``fluency``) they keep the fluency limits."""
+    return coherence_verdict(responses, floor, min_scored, fluency) == "coherent"
 
 
 @dataclass
@@ -208,6 +229,7 @@ def search(
     run_round: Callable[[list[tuple[int, float]], int], Record],
     checkpoint: Callable[[list[Record]], None],
     min_scored: float = MIN_SCORED,
+    fluency: FluencyLimits | None = None,
     label: str = "",
 ) -> None:
     """Run search rounds until every layer is done or ``steps`` rounds ran; appends to ``rounds``.
@@ -224,10 +246,11 @@ def search(
         run_round: generates, judges and projects ``[(layer, coefficient)]`` as round ``number``.
         checkpoint: called with every round after each new one (writes ``progress.json``).
         min_scored: minimum fraction of scored answers for a run to count as coherent.
+        fluency: the judge-free fluency limits a run must also keep (``None``: no guard).
         label: log prefix (the trait name).
     """
     searches = {layer: CoefficientSearch(next=start) for layer in layers}
-    kept = _replay(rounds, searches, layers, sign, floor, min_scored, label)
+    kept = _replay(rounds, searches, layers, sign, floor, min_scored, fluency, label)
     if kept < len(rounds):
         del rounds[kept:]
         checkpoint(rounds)
@@ -241,7 +264,7 @@ def search(
         record = run_round(configs, number)
         rounds.append(record)
         checkpoint(rounds)
-        _update(searches, record, floor, min_scored)
+        _update(searches, record, floor, min_scored, fluency)
 
 
 def _next_configs(
@@ -257,6 +280,7 @@ def _replay(
     sign: float,
     floor: float,
     min_scored: float,
+    fluency: FluencyLimits | None,
     label: str,
 ) -> int:
     """Replay finished rounds into ``searches``; the number of leading rounds that still follow (baseline included)."""
@@ -273,11 +297,17 @@ def _replay(
                 index,
             )
             return index
-        _update(searches, record, floor, min_scored)
+        _update(searches, record, floor, min_scored, fluency)
     return len(rounds)
 
 
-def _update(searches: dict[int, CoefficientSearch], record: Record, floor: float, min_scored: float) -> None:
+def _update(
+    searches: dict[int, CoefficientSearch],
+    record: Record,
+    floor: float,
+    min_scored: float,
+    fluency: FluencyLimits | None,
+) -> None:
     for layer, coefficient in record["configs"]:
         runs = [r for r in record["responses"] if r["layer"] == layer]
-        searches[layer].update(abs(coefficient), is_coherent(runs, floor, min_scored))
+        searches[layer].update(abs(coefficient), is_coherent(runs, floor, min_scored, fluency))

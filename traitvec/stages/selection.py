@@ -26,6 +26,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..stats import mean_ci
+from .fluency_guard import FluencyLimits
 from .search import MIN_SCORED, Record, coherence_verdict, ok_score, question_means
 from .steer_summary import paired_gains, run_responses
 
@@ -69,7 +70,12 @@ def _on(responses: Sequence[Mapping[str, Any]], questions: set[int]) -> list[Map
 
 
 def _choose(
-    rounds: Sequence[Record], tune: set[int], sign: float, floor: float, min_scored: float
+    rounds: Sequence[Record],
+    tune: set[int],
+    sign: float,
+    floor: float,
+    min_scored: float,
+    fluency: FluencyLimits | None,
 ) -> tuple[dict[str, Any] | None, float | None]:
     """The run chosen on the ``tune`` questions (largest tune gain among runs coherent there; the smaller
     coefficient on ties), and its tune gain."""
@@ -78,7 +84,7 @@ def _choose(
     chosen: dict[str, Any] | None = None
     for number, layer, coefficient, responses in run_responses(rounds):
         mine = _on(responses, tune)
-        if coherence_verdict(mine, floor, min_scored) != "coherent":
+        if coherence_verdict(mine, floor, min_scored, fluency) != "coherent":
             continue
         gains = list(paired_gains(mine, baseline, ok_score("trait"), sign).values())
         if not gains:
@@ -96,6 +102,7 @@ def held_out_estimate(
     sign: float,
     floor: float,
     min_scored: float = MIN_SCORED,
+    fluency: FluencyLimits | None = None,
 ) -> dict[str, Any]:
     """The ``held_out`` entry of ``results.json``: the cross-fitted gain of the chosen configuration.
 
@@ -105,6 +112,7 @@ def held_out_estimate(
         sign: +1 or -1 (the trait's direction).
         floor: the coherence floor in force.
         min_scored: minimum fraction of scored answers for a run to count as coherent.
+        fluency: the judge-free fluency limits a coherent run must also keep (``None``: no guard).
 
     Returns:
         ``trait_gain`` (mean of the pooled held-out per-question gains), ``ci95`` (t-interval across
@@ -121,7 +129,7 @@ def held_out_estimate(
     folds = []
     for fold in selection["folds"]:
         tune, test = set(fold["tune"]), set(fold["test"])
-        chosen, tune_gain = _choose(rounds, tune, sign, floor, min_scored)
+        chosen, tune_gain = _choose(rounds, tune, sign, floor, min_scored, fluency)
         gains: dict[int, float] = {}
         if chosen is not None:
             responses = by_config[(chosen["round"], chosen["layer"], chosen["coefficient"])]

@@ -16,14 +16,24 @@ Protocol (per trait):
    floor. When the unsteered baseline itself scores under the floor (a small model, or a judge
    that rates everything low), the floor used is the baseline's coherence minus 10 points, with a
    warning and both numbers in ``results.json``: an absolute floor would then allow no run at all.
+   A run must also pass a judge-free guard (:mod:`traitvec.stages.fluency_guard`): every answer
+   is read back by the unsteered model, and a run whose mean answer log-probability falls more
+   than ``fluency_margin`` nats under the baseline's, or whose answers repeat themselves (mean
+   3-gram repetition over ``repetition_ceiling``), is "not fluent" even when a blind judge rates it
+   coherent.
 5. In-sample best = the largest trait gain among coherent runs, chosen and scored on all questions.
 6. Held-out headline (:mod:`traitvec.stages.selection`): 2-fold cross-fitting over questions — the
    run is chosen on one half of the questions and scored on the other, then the halves swap; the
    pooled held-out per-question gains give ``held_out`` with its 95% interval.
 
-For every run, alongside the judge, a judge-free measure: the answers are read back by the
-unsteered model and their response-mean activation at the steered layer is projected on the
-vector; ``projection_gain`` is the sign-adjusted change from baseline in spread units.
+7. Prompting baseline (:mod:`traitvec.stages.baseline`): the same questions answered unsteered
+   with an instruction to show the trait (its opposite for ``direction: negative``), judged and
+   read back the same way; ``prompting_baseline`` in ``results.json`` sets it beside steering.
+
+For every answer, alongside the judge, judge-free measures from one forward pass of the
+unsteered model (:func:`traitvec.fluency.read_answers`): ``fluency`` (mean log-probability,
+perplexity, repetition) and the response-mean activation's projection on the vector at every
+candidate layer; ``projection_gain`` is the sign-adjusted change from baseline in spread units.
 
 Outputs: one folder per set of inputs, ``experiments/{S}/steering/{category}/{trait}/runs/{key}/``
 (``results.json`` with every response and score, ``results.md``, ``trait_coherence.png``,
@@ -40,18 +50,19 @@ import json
 import logging
 import time
 from dataclasses import asdict
-from typing import Any
+from typing import Any, NamedTuple
 
 from .._io import sha256_text, write_json
 from ..errors import ConfigError
 from ..evaluation import Evaluation
 from ..experiments import ExperimentConfig
 from ..judge import Judge
-from ..judge.prompts import COHERENCE_TEMPLATE, trait_template
 from ..models import ModelPool
 from ..traits import Trait
 from ..vectors import TraitVector
+from .baseline import prompting_instruction, prompting_record, run_prompting
 from .extract import ExtractionResult
+from .fluency_guard import FluencyLimits, fluency_limits, fluency_summary
 from .layout import OutputLayout
 from .resume import inputs_key, read_if_current
 from .rounds import RoundRunner, rescore_failed, scorers_for
@@ -64,8 +75,9 @@ __all__ = ["SteeringSettings", "run_steering_eval", "judge_key"]
 
 logger = logging.getLogger(__name__)
 
-KEY_FORMAT = 3
-"""Version of the steering inputs key (3: model key, judge key up front, resolved settings, cross-fitting)."""
+KEY_FORMAT = 4
+"""Version of the steering inputs key (3: model key, judge key up front, resolved settings, cross-fitting;
+4: fluency readings and guard, prompting baseline, response steering from the last prompt position)."""
 
 
 def run_steering_eval(
@@ -131,10 +143,20 @@ def run_steering_eval(
         steer_positions=plan.settings.steer_positions,
         show_progress=show_progress,
     )
-    rounds, floor, floor_note = _run_rounds(trait, plan, runner, force)
+    done = _run_rounds(trait, plan, runner, force)
     seconds = time.perf_counter() - started
     results = build_results(
-        trait, plan, loaded.describe(), judge, rounds, floor, floor_note, transfer_warnings, seconds
+        trait,
+        plan,
+        loaded.describe(),
+        judge,
+        done.rounds,
+        done.floor,
+        done.floor_note,
+        transfer_warnings,
+        seconds,
+        fluency=done.fluency,
+        prompting=done.prompting,
     )
     write_run(results, plan.paths, plan.run, keep_progress=results["scoring"]["n_failed"] > 0)
     return results
@@ -143,17 +165,9 @@ def run_steering_eval(
 def judge_key(judge: Judge, trait: Trait) -> dict[str, Any]:
     """Everything about ``judge`` that changes ``trait``'s scores, as plain data, computed before scoring.
 
-    ``judge.key_for([trait])`` when the judge has it; otherwise the settings in ``describe()`` that
-    change scores and the hashes of the two templates this trait's steering evaluation uses.
+    ``judge.key_for([trait])`` (docs/judge.md): it does not depend on what the judge scored before.
     """
-    key_for = getattr(judge, "key_for", None)
-    if callable(key_for):
-        return dict(key_for([trait]))
-    # Until every judge has key_for (docs/judge.md): its score-changing settings and the template hashes.
-    info = judge.describe()
-    wanted = ("class", "name", "mode", "base_url_host", "min_mass", "top_logprobs", "fingerprint", "prune")
-    hashes = {"coherence": sha256_text(COHERENCE_TEMPLATE), f"trait:{trait.name}": sha256_text(trait_template(trait))}
-    return {**{k: info.get(k) for k in wanted}, "prompt_hashes": hashes}
+    return dict(judge.key_for([trait]))
 
 
 def _plan(
@@ -191,6 +205,7 @@ def _plan(
         "questions": sha256_text(json.dumps(questions)),
         "trait_hash": trait.files_hash,
         "judge": judged,
+        "prompting_instruction": sha256_text(prompting_instruction(trait)) if settings.prompting_baseline else None,
     }
     key = inputs_key(inputs)
     paths = OutputLayout(steer_config.path).steering(trait.name)
@@ -209,13 +224,25 @@ def _layers_source(settings: SteeringSettings, evaluation: Evaluation) -> Any:
     return {"ranked": settings.method, "n": settings.n_layers, "evaluation": sha256_text(metrics)}
 
 
-def _run_rounds(trait: Trait, plan: Plan, runner: RoundRunner, force: bool) -> tuple[list[Record], float, str | None]:
-    """The baseline and every search round (finished rounds resumed from ``progress.json``), and the floor used."""
+class _Done(NamedTuple):
+    """What the rounds of one evaluation produced."""
+
+    rounds: list[Record]
+    floor: float
+    floor_note: str | None
+    fluency: FluencyLimits
+    prompting: dict[str, Any] | None
+
+
+def _run_rounds(trait: Trait, plan: Plan, runner: RoundRunner, force: bool) -> _Done:
+    """The baseline, every search round and the prompting baseline (finished ones resumed from
+    ``progress.json``), the floor used and the fluency limits."""
     settings, name = plan.settings, trait.name
     progress = read_if_current(plan.run.progress_json, plan.key, force=force, validate=progress_problem)
     rounds: list[Record] = progress["rounds"] if progress else []
-    if rounds and rescore_failed(rounds, runner.scorers):
-        _checkpoint(plan, rounds)
+    prompting = prompting_record(progress)
+    if rounds and rescore_failed([*rounds, *([prompting] if prompting else [])], runner.scorers):
+        _checkpoint(plan, rounds, prompting)
     if not rounds:
         logger.info(
             "%s: baseline on %s (%d questions × %d samples)",
@@ -225,11 +252,14 @@ def _run_rounds(trait: Trait, plan: Plan, runner: RoundRunner, force: bool) -> t
             settings.samples,
         )
         rounds.append(runner([(layer, 0.0) for layer in runner.layers[:1]], 0))
-        _checkpoint(plan, rounds)
+        _checkpoint(plan, rounds, prompting)
     baseline = response_summary(rounds[0]["responses"])
     floor, floor_note = effective_floor(settings.coherence_floor, baseline["coherence"]["mean"])
     if floor_note:
         logger.warning("%s: %s", name, floor_note)
+    fluency = fluency_limits(
+        fluency_summary(rounds[0]["responses"]), margin=settings.fluency_margin, ceiling=settings.repetition_ceiling
+    )
     search(
         rounds,
         runner.layers,
@@ -238,12 +268,20 @@ def _run_rounds(trait: Trait, plan: Plan, runner: RoundRunner, force: bool) -> t
         floor=floor,
         steps=settings.search_steps,
         run_round=runner,
-        checkpoint=lambda done: _checkpoint(plan, done),
+        checkpoint=lambda done: _checkpoint(plan, done, prompting),
         min_scored=settings.min_scored,
+        fluency=fluency,
         label=name,
     )
-    return rounds, floor, floor_note
+    if settings.prompting_baseline and prompting is None:
+        logger.info("%s: prompting baseline (the unsteered model asked to show the trait)", name)
+        prompting = run_prompting(trait, runner)
+        _checkpoint(plan, rounds, prompting)
+    return _Done(rounds, floor, floor_note, fluency, prompting if settings.prompting_baseline else None)
 
 
-def _checkpoint(plan: Plan, rounds: list[Record]) -> None:
-    write_json(plan.run.progress_json, {"inputs_key": plan.key, "steer_model": plan.model_key, "rounds": rounds})
+def _checkpoint(plan: Plan, rounds: list[Record], prompting: dict[str, Any] | None) -> None:
+    document: dict[str, Any] = {"inputs_key": plan.key, "steer_model": plan.model_key, "rounds": rounds}
+    if prompting is not None:
+        document["prompting"] = prompting
+    write_json(plan.run.progress_json, document)

@@ -8,24 +8,27 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from .. import __version__
 from .._io import write_json, write_text
+from ..fluency import REPETITION_N
 from ..judge import Judge
 from ..render.markdown import format_results
 from ..render.plots import plot_steering
 from ..traits import Trait
+from .baseline import prompting_summary
+from .fluency_guard import FluencyLimits
 from .layout import SteeringPaths, SteeringRunPaths
 from .runs import mirror_run
 from .search import Record
 from .selection import held_out_estimate, selection_record
 from .steer_settings import Plan, sign_of
-from .steer_summary import INTERVALS, baseline_summary, best_run, run_summaries
+from .steer_summary import INTERVALS, baseline_summary, best_run, prompted_summary, run_summaries
 
-__all__ = ["JUDGE_FAILED_FRACTION", "build_results", "scoring_summary", "write_run"]
+__all__ = ["JUDGE_FAILED_FRACTION", "build_results", "judged_summaries", "scoring_summary", "write_run"]
 
 JUDGE_FAILED_FRACTION = 0.5
 """Above this fraction of failed judge items a run's ``status`` is ``judge failed``."""
@@ -80,6 +83,9 @@ def build_results(
     floor_note: str | None,
     transfer_warnings: list[str],
     seconds: float,
+    *,
+    fluency: FluencyLimits | None = None,
+    prompting: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The ``results.json`` document of one finished run.
 
@@ -93,13 +99,14 @@ def build_results(
         floor_note: why it differs from the requested floor (``None`` when it does not).
         transfer_warnings: depth / family differences between extraction and steer model.
         seconds: how long the run took.
+        fluency: the judge-free fluency limits the search used (``None``: no guard).
+        prompting: the prompting baseline's record (:func:`~traitvec.stages.baseline.run_prompting`).
     """
     settings, sign = plan.settings, sign_of(trait)
     layers = list(settings.layers or ())
-    runs = run_summaries(rounds, plan.vector.spread, sign, floor, settings.min_scored)
-    selection = selection_record(len(plan.questions), settings.seed)
     responses = [dict(r, round=record["round"]) for record in rounds for r in record["responses"]]
-    scoring = scoring_summary(responses, judge)
+    prompted = list(prompting["responses"]) if prompting else []
+    scoring = scoring_summary([*responses, *prompted], judge)
     results: dict[str, Any] = {
         "trait": trait.name,
         "inputs_key": plan.key,
@@ -124,14 +131,20 @@ def build_results(
         "questions": plan.questions,
         "judge": judge.describe(),
         "judge_key": plan.judge_key,
-        "prompt_hashes": _prompt_hashes(responses),
+        "prompt_hashes": _prompt_hashes([*responses, *prompted]),
         "smoke_test": bool(judge.smoke_test),
         "scoring": scoring,
-        "baseline": baseline_summary(rounds[0]["responses"], layers),
-        "runs": runs,
-        "best": best_run(runs),
-        "selection": selection,
-        "held_out": held_out_estimate(rounds, selection, sign, floor, settings.min_scored),
+        **judged_summaries(
+            rounds,
+            prompting,
+            sign=sign,
+            spread=plan.vector.spread,
+            floor=floor,
+            min_scored=settings.min_scored,
+            fluency=fluency,
+            layers=layers,
+            seed=settings.seed,
+        ),
         "responses": responses,
         "usage": judge.usage(),
         "seconds": round(seconds, 1),
@@ -140,6 +153,41 @@ def build_results(
     if results["smoke_test"]:
         results["warning"] = "scored by a tiny local judge: a smoke test, not a measurement"
     return results
+
+
+def judged_summaries(
+    rounds: Sequence[Record],
+    prompting: Mapping[str, Any] | None,
+    *,
+    sign: float,
+    spread: Callable[[int], float],
+    floor: float,
+    min_scored: float,
+    fluency: FluencyLimits | None,
+    layers: Sequence[int],
+    seed: int,
+) -> dict[str, Any]:
+    """Every entry of ``results.json`` computed from the recorded answers and their scores: the
+    ``baseline``, ``runs``, ``best``, ``selection``, ``held_out``, ``fluency_guard`` and
+    ``prompting_baseline`` (``None`` without one). ``traitvec rescore`` rebuilds them from a second
+    judge's scores with this same function."""
+    baseline = rounds[0]["responses"]
+    runs = run_summaries(rounds, spread, sign, floor, min_scored, fluency)
+    n_questions = len({int(r["question_index"]) for r in baseline})
+    selection = selection_record(n_questions, seed)
+    prompted = None
+    if prompting:
+        summary = prompted_summary(prompting["responses"], baseline, sign, floor, min_scored, fluency)
+        prompted = prompting_summary(prompting, summary)
+    return {
+        "baseline": baseline_summary(baseline, layers),
+        "runs": runs,
+        "best": best_run(runs),
+        "selection": selection,
+        "held_out": held_out_estimate(rounds, selection, sign, floor, min_scored, fluency),
+        "fluency_guard": None if fluency is None else {**fluency.to_dict(), "repetition_n": REPETITION_N},
+        "prompting_baseline": prompted,
+    }
 
 
 def write_run(results: dict[str, Any], paths: SteeringPaths, run: SteeringRunPaths, *, keep_progress: bool) -> None:

@@ -11,6 +11,7 @@ from ..evaluation import Evaluation
 from ..steering import SteerPositions
 from ..traits import Trait
 from ..vectors import TraitVector
+from .fluency_guard import FLUENCY_MARGIN, REPETITION_CEILING
 from .layout import SteeringPaths, SteeringRunPaths
 from .search import MIN_SCORED
 
@@ -37,10 +38,18 @@ class SteeringSettings:
         start: first coefficient magnitude (spread units).
         seed: sampling seed, and the seed of the cross-fitting split of the questions.
         steer_positions: which tokens are steered (``all``, ``prompt`` or ``response``).
+        fluency_margin: nats of mean answer log-probability (under the unsteered model) a run may
+            lose against the unsteered baseline and still count (``None``: no such check); see
+            :mod:`traitvec.stages.fluency_guard` for the default and why.
+        repetition_ceiling: the highest mean 3-gram repetition a run may have (or the baseline's
+            plus 0.15, if higher; ``None``: no such check).
+        prompting_baseline: also answer the questions unsteered with an instruction to show the
+            trait (its opposite for ``direction: negative``), judged the same way
+            (:mod:`traitvec.stages.baseline`).
 
     Raises:
-        ConfigError: a count under 1, a floor outside 0–100, a fraction outside 0–1, or a start
-            that is not positive.
+        ConfigError: a count under 1, a floor outside 0–100, a fraction outside 0–1, a start
+            that is not positive, a negative fluency margin or a repetition ceiling outside 0–1.
     """
 
     method: str = "mean-diff"
@@ -57,6 +66,9 @@ class SteeringSettings:
     start: float = 0.5
     seed: int = 0
     steer_positions: SteerPositions = "all"
+    fluency_margin: float | None = FLUENCY_MARGIN
+    repetition_ceiling: float | None = REPETITION_CEILING
+    prompting_baseline: bool = True
 
     def __post_init__(self) -> None:
         for name in ("samples", "search_steps", "n_layers", "max_new_tokens"):
@@ -75,6 +87,18 @@ class SteeringSettings:
                 f"SteeringSettings.min_scored = {self.min_scored}: use a fraction above 0 and at most 1 "
                 f"(default {MIN_SCORED})",
                 setting="SteeringSettings.min_scored",
+            )
+        if self.fluency_margin is not None and not 0 <= self.fluency_margin < float("inf"):
+            raise ConfigError(
+                f"SteeringSettings.fluency_margin = {self.fluency_margin}: use a number of nats of at least 0 "
+                f"(default {FLUENCY_MARGIN}), or None for no log-probability check",
+                setting="SteeringSettings.fluency_margin",
+            )
+        if self.repetition_ceiling is not None and not 0 < self.repetition_ceiling <= 1:
+            raise ConfigError(
+                f"SteeringSettings.repetition_ceiling = {self.repetition_ceiling}: use a fraction above 0 and at "
+                f"most 1 (default {REPETITION_CEILING}), or None for no repetition check",
+                setting="SteeringSettings.repetition_ceiling",
             )
         if self.start <= 0:
             raise ConfigError(

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from ..stats import mean_ci
+from .fluency_guard import FluencyLimits, fluency_summary
 from .search import MIN_SCORED, Record, coherence_verdict, ok_score, question_means, response_summary
 
 __all__ = [
@@ -26,6 +27,7 @@ __all__ = [
     "baseline_summary",
     "mean_projection",
     "paired_gains",
+    "prompted_summary",
     "run_responses",
     "run_summaries",
 ]
@@ -81,10 +83,35 @@ def run_responses(rounds: Sequence[Record]) -> Iterator[tuple[int, int, float, l
 
 
 def baseline_summary(baseline: Sequence[Mapping[str, Any]], layers: Sequence[int]) -> dict[str, Any]:
-    """Trait and coherence summaries of the baseline answers, and their mean projection per candidate layer."""
+    """Trait, coherence and fluency summaries of the baseline answers, and their mean projection per candidate layer."""
     return {
         **response_summary(baseline),
+        "fluency": fluency_summary(baseline),
         "projection": {str(layer): mean_projection(baseline, layer) for layer in layers},
+    }
+
+
+def prompted_summary(
+    prompted: Sequence[Mapping[str, Any]],
+    baseline: Sequence[Mapping[str, Any]],
+    sign: float,
+    floor: float,
+    min_scored: float = MIN_SCORED,
+    fluency: FluencyLimits | None = None,
+) -> dict[str, Any]:
+    """Trait, coherence and fluency summaries of the prompting baseline's answers, their trait gain
+    over the unsteered baseline (paired by question, sign-adjusted, as a run's) and their verdict."""
+    gains = paired_gains(prompted, baseline, ok_score("trait"), sign)
+    gain, gain_ci = _mean_interval(list(gains.values()))
+    verdict = coherence_verdict(prompted, floor, min_scored, fluency)
+    return {
+        **response_summary(prompted),
+        "fluency": fluency_summary(prompted),
+        "trait_gain": gain,
+        "trait_gain_ci95": gain_ci,
+        "n_questions_paired": len(gains),
+        "coherent": verdict == "coherent",
+        "verdict": verdict,
     }
 
 
@@ -94,8 +121,9 @@ def run_summaries(
     sign: float,
     floor: float,
     min_scored: float = MIN_SCORED,
+    fluency: FluencyLimits | None = None,
 ) -> list[dict[str, Any]]:
-    """One summary per (search round, layer): trait and coherence summaries, gains with intervals, verdict.
+    """One summary per (search round, layer): trait, coherence and fluency summaries, gains with intervals, verdict.
 
     Args:
         rounds: the baseline (round 0) and the search rounds.
@@ -104,6 +132,7 @@ def run_summaries(
         floor: the coherence floor in force (``coherent`` says whether a run reaches it).
         min_scored: minimum fraction of scored answers for the floor to apply (see
             :func:`~traitvec.stages.search.coherence_verdict`).
+        fluency: the judge-free fluency limits a coherent run must also keep (``None``: no guard).
     """
     baseline = rounds[0]["responses"]
     runs = []
@@ -114,13 +143,14 @@ def run_summaries(
         unit = spread(layer)
         projection_gains = [g / unit for g in paired_gains(responses, baseline, projection_at(layer), sign).values()]
         proj_gain, proj_gain_ci = _mean_interval(projection_gains)
-        verdict = coherence_verdict(responses, floor, min_scored)
+        verdict = coherence_verdict(responses, floor, min_scored, fluency)
         runs.append(
             {
                 "layer": layer,
                 "coefficient": coefficient,
                 "round": number,
                 **response_summary(responses),
+                "fluency": fluency_summary(responses),
                 "trait_gain": gain,
                 "trait_gain_ci95": gain_ci,
                 "n_questions_paired": len(trait_gains),
