@@ -462,7 +462,7 @@ def test_another_steer_experiment_is_current_on_rerun_and_progress_carries_its_m
     assert settings["layers"] == first.steering["layers"] and len(settings["layers"]) == 1
     hashes = {r[kind]["prompt_hash"] for r in first.steering["responses"] for kind in ("trait", "coherence")}
     assert sorted(hashes) == sorted(h for kind in ("trait", "coherence") for h in first.steering["prompt_hashes"][kind])
-    assert set(first.steering["prompt_hashes"]) == {"trait", "coherence"}
+    assert set(first.steering["prompt_hashes"]) == {"trait", "coherence", "relevance"}
 
 
 def test_the_judge_key_covers_mode_host_and_min_mass_and_not_what_was_scored_before(trait_root: Path) -> None:
@@ -496,7 +496,7 @@ def test_a_resumed_run_never_mixes_two_models_answers(world: Path, caplog) -> No
         with caplog.at_level(logging.INFO, logger="traitvec"):
             (run,) = steer(world, name, judge_for(server))
         # every round of model B (baseline, two search rounds, the prompting baseline) generated and judged anew
-        assert server.request_count - before == (3 + 1) * 3 * 2
+        assert server.request_count - before == (3 + 1) * 3 * 3  # rounds × questions × (trait, coherence, relevance)
     assert "resuming" not in caplog.text
     assert run.steering["steer_model"]["name"] == str(world / "model-b")
     assert len(list(steering_dir(world, name).glob("runs/*"))) == 2  # A's unfinished run is kept apart
@@ -514,7 +514,7 @@ def test_two_traits_resume_in_the_second_and_are_current_alone_or_in_another_ord
         with caplog.at_level(logging.INFO, logger="traitvec"):
             both = steer(world, name, judge_for(server), traits=traits)
         assert "test/hope: resuming after 1 finished rounds" in caplog.text
-        assert server.request_count - before == 2 * 3 * 2  # only the second trait's last round and prompting
+        assert server.request_count - before == 2 * 3 * 3  # only the second trait's last round and prompting
         before = server.request_count
         (alone,) = steer(world, name, judge_for(server), traits=("test/hope",))
         reversed_ = steer(world, name, judge_for(server), traits=tuple(reversed(traits)))
@@ -584,11 +584,11 @@ def test_a_dead_judge_exits_nonzero_with_one_line_and_shows_unscored(world: Path
     assert status == 1
     lines = [line for line in err.splitlines() if "the judge failed" in line]
     # baseline, one search round and the prompting baseline: 3 questions × 2 judged kinds each
-    assert len(lines) == 1 and lines[0].startswith("traitvec: error: the judge failed on 18 of 18 steering items")
+    assert len(lines) == 1 and lines[0].startswith("traitvec: error: the judge failed on 27 of 27 steering items")
     assert "HTTP 422" in lines[0] and KEY not in err
     folder = steering_dir(world, name)
     markdown = (folder / "results.md").read_text()
-    assert "**The judge failed** on 18 of 18 items" in markdown and "lower the coherence floor" not in markdown
+    assert "**The judge failed** on 27 of 27 items" in markdown and "lower the coherence floor" not in markdown
     results = json.loads((folder / "results.json").read_text())
     assert {r["verdict"] for r in results["runs"]} == {"unscored"} and results["best"] is None
     _, cells = heatmap_cells(results, results["layers"])
