@@ -29,8 +29,8 @@ LAYERS: dict[str, int] = {
     "cli": 5, "commands": 5, "__main__": 5,
     "stages": 4, "executors": 4,
     "judge": 3, "audit": 3, "render": 3,
-    "capture": 2, "capture_nnsight": 2, "generation": 2, "steering": 2, "fluency": 2,
-    "activations": 1, "methods": 1, "vectors": 1, "evaluation": 1, "preference": 1, "_preference_rows": 1,
+    "capture": 2, "capture_nnsight": 2, "positions": 2, "generation": 2, "steering": 2, "fluency": 2,
+    "activations": 1, "methods": 1, "vectors": 1, "evaluation": 1, "metrics": 1, "preference": 1, "_preference_rows": 1,
     "traits": 0, "_trait_files": 0, "_trait_paths": 0, "conversations": 0, "experiments": 0, "embedded": 0,
     "models": 0, "_model_source": 0, "_fingerprint": 0, "layers": 0,
     "hooks": 0, "prompting": 0, "batching": 0, "_io": 0, "stats": 0, "errors": 0,
@@ -39,11 +39,12 @@ LAYERS: dict[str, int] = {
 SAME_LAYER: dict[str, frozenset[str]] = {
     "__main__": frozenset({"cli"}),
     "cli": frozenset({"commands"}),
-    "capture": frozenset({"capture_nnsight", "generation"}),
+    "capture": frozenset({"capture_nnsight", "generation", "positions"}),
+    "positions": frozenset({"generation"}),
     "generation": frozenset({"steering"}),
     "fluency": frozenset({"generation"}),
     "methods": frozenset({"activations", "vectors"}),
-    "evaluation": frozenset({"activations", "methods", "vectors"}),
+    "evaluation": frozenset({"activations", "methods", "metrics", "vectors"}),
     "preference": frozenset({"_preference_rows"}),
     "models": frozenset({"_fingerprint", "_model_source", "embedded", "errors", "experiments", "layers"}),
     "_model_source": frozenset({"_fingerprint", "embedded", "errors"}),
@@ -59,7 +60,9 @@ SAME_LAYER: dict[str, frozenset[str]] = {
     "layers": frozenset({"errors"}),
 }
 # Modules that must stay free of the judge and its HTTP client, even through other traitvec modules.
-JUDGE_FREE = ("capture", "capture_nnsight", "activations", "methods", "vectors", "steering", "hooks", "layers")
+JUDGE_FREE = (
+    "capture", "capture_nnsight", "positions", "activations", "methods", "vectors", "steering", "hooks", "layers"
+)  # fmt: skip
 HOOK_OWNER = "hooks"
 HOOK_NAMES = frozenset(
     {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,7 @@ from traitvec.capture import Activations, capture, capture_sequences, length_bat
 from traitvec.evaluation import auroc, cohens_d, evaluate, split_pairs
 from traitvec.hooks import HookSet
 from traitvec.methods import PCA, MeanDiff, Probe, get_method
-from traitvec.stages.extract import ExtractionSettings, extract_trait
+from traitvec.stages.extract import ExtractionSettings, extract_trait, loaded_model_key
 from traitvec.traits import Prompt, Trait
 from traitvec.vectors import TraitVector
 
@@ -169,7 +170,11 @@ def test_chat_traits_go_through_the_chat_template() -> None:
         add_generation_prompt=True,
     )
     ids = loaded.tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"]
-    expected = torch.stack([h[-1] for h in block_outputs(loaded, ids)])
+    # the generation prompt ends with the special <|assistant|> marker: last-token is the last real token before it
+    special = set(loaded.tokenizer.all_special_ids)
+    last = max(i for i, t in enumerate(ids[0].tolist()) if t not in special)
+    assert last < ids.shape[1] - 1
+    expected = torch.stack([h[last] for h in block_outputs(loaded, ids)])
     torch.testing.assert_close(acts.positive[0], expected, atol=1e-5, rtol=1e-4)
 
 
@@ -278,6 +283,8 @@ def test_norms_and_spread_are_recorded() -> None:
     assert vector.activation_norms[0] == pytest.approx(float(both.norm(dim=1).mean()), rel=1e-4)
     assert vector.spreads[0] == pytest.approx(float((both - both.mean(0)).norm(dim=1).mean()), rel=1e-4)
     assert vector.spreads[0] < vector.activation_norms[0] / 5  # the shared component is not spread
+    # hand-built activations carry no per-token spread: the unit falls back to the position spread, and says so
+    assert vector.spread_unit == "position" and vector.position_spreads == vector.spreads
 
 
 def test_unknown_method() -> None:
@@ -297,10 +304,16 @@ def test_metric_arithmetic() -> None:
 
 
 def test_split_keeps_pairs_and_is_seeded() -> None:
-    train, test = split_pairs(40, 0.25, seed=3)
-    assert len(test) == 10 and len(train) == 30 and not set(train) & set(test)
-    assert np.array_equal(split_pairs(40, 0.25, seed=3)[1], test)
-    assert not np.array_equal(split_pairs(40, 0.25, seed=4)[1], test)
+    train, val, test = split_pairs(40, 0.25, 0.25, seed=3)
+    assert (len(train), len(val), len(test)) == (20, 10, 10)
+    assert sorted([*train, *val, *test]) == list(range(40))
+    assert np.array_equal(split_pairs(40, 0.25, 0.25, seed=3)[2], test)
+    assert not np.array_equal(split_pairs(40, 0.25, 0.25, seed=4)[2], test)
+    assert [len(part) for part in split_pairs(4)] == [2, 1, 1]
+    with pytest.raises(ConfigError, match="too few"):
+        split_pairs(3)
+    with pytest.raises(ConfigError, match=r"ExtractionSettings.validation_fraction \+ test_fraction = 1"):
+        split_pairs(40, 0.5, 0.5)
 
 
 def test_evaluation_on_planted_data_and_random_data() -> None:
@@ -339,6 +352,8 @@ def test_vector_file_round_trip_and_format_checks(tmp_path: Path) -> None:
         "raw_norms",
         "activation_norms",
         "spreads",
+        "position_spreads",
+        "spread_unit",
         "traitvec_version",
         "created",
     ):
@@ -352,6 +367,59 @@ def test_vector_file_round_trip_and_format_checks(tmp_path: Path) -> None:
         TraitVector.load(path)
     with pytest.raises(VectorError, match="does not exist"):
         TraitVector.load(tmp_path / "nothing.safetensors")
+
+
+def _vector(direction: torch.Tensor, **overrides) -> TraitVector:
+    fields = dict(
+        directions={1: direction},
+        method="mean-diff",
+        position="prefill-mean",
+        model={},
+        trait="test/pairs",
+        trait_hash="h",
+        n_pairs=2,
+        raw_norms={1: 3.0},
+        activation_norms={1: 1.0},
+        spreads={1: 1.0},
+    )
+    return TraitVector(**{**fields, **overrides})
+
+
+def test_a_vector_built_in_code_is_normalised_so_ablation_removes_its_projection() -> None:
+    from traitvec.steering import steer
+
+    loaded = make_model("llama")
+    unit = torch.nn.functional.normalize(torch.randn(32, generator=torch.Generator().manual_seed(1)), dim=0)
+    vector = _vector(3.0 * unit)
+    torch.testing.assert_close(vector.direction(1), unit)
+    ids = loaded.tokenizer(TEXTS_POS[0], return_tensors="pt")["input_ids"]
+    before = block_outputs(loaded, ids)[1] @ unit
+    with steer(loaded, vector, layer=1, mode="ablate"):
+        after = block_outputs(loaded, ids)[1] @ unit
+    assert float(before.abs().max()) > 0.01
+    assert float(after.abs().max()) < 1e-6  # not -8x the projection (3² - 1), as an unnormalised direction gives
+
+
+@pytest.mark.parametrize("bad", [torch.zeros(32), torch.full((32,), math.nan), torch.full((32,), math.inf)])
+def test_a_zero_or_non_finite_direction_is_refused(bad: torch.Tensor) -> None:
+    with pytest.raises(VectorError, match="the direction at layer 1 has norm .*; a trait direction must be finite"):
+        _vector(bad)
+
+
+def test_format_1_vectors_still_load_with_their_old_unit(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    acts, _ = planted()
+    path = MeanDiff().fit(acts).save(tmp_path)
+    meta = json.loads(path.with_suffix(".json").read_text())
+    meta["format"] = "traitvec.vector/1"
+    for key in ("position_spreads", "spread_unit"):
+        meta.pop(key)
+    meta["spreads"] = {"0": 7.5}
+    path.with_suffix(".json").write_text(json.dumps(meta))
+    with caplog.at_level("WARNING", logger="traitvec"):
+        old = TraitVector.load(path)
+    assert old.spread(0) == 7.5 and old.position_spreads == {0: 7.5} and old.spread_unit == "position"
+    assert any("format 1 vector" in r.getMessage() and str(path) in r.getMessage() for r in caplog.records)
+    assert json.loads(old.save(tmp_path / "new").with_suffix(".json").read_text())["format"] == "traitvec.vector/2"
 
 
 def test_vector_refuses_a_model_of_another_width() -> None:
@@ -404,7 +472,7 @@ def test_extraction_skips_done_work_and_recomputes_changes(tmp_path: Path) -> No
         tmp_path / "exp",
         lambda: calls.append(1) or loaded,
         settings=settings,
-        model_fingerprint=loaded.fingerprint,
+        model_key=loaded_model_key(loaded),
     )
     assert second.recomputed == () and calls == []
     (root / "test/pairs/positive.txt").write_text("\n".join(TEXTS_POS[::-1]) + "\n")

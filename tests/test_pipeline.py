@@ -200,12 +200,14 @@ def test_killed_pipeline_resumes_with_the_same_results(tmp_path: Path, tiny_expe
         process.wait()
         rounds_done = len(json.loads(progress.read_text())["rounds"])
         requests_before = len(server.requests)
+        extracted = interrupted / "tiny/extraction" / trait
+        before = {p: p.stat().st_mtime_ns for p in extracted.rglob("*") if p.is_file()}
         finished = subprocess.run(command, env=env, check=True, capture_output=True, text=True)
         assert "resuming after" in finished.stderr
-        extraction = json.loads((interrupted / "tiny/extraction" / trait / "extraction.json").read_text())
-        assert extraction["recomputed"] == []  # the finished stage was not redone
+        # the finished stage was not redone: it wrote nothing (extraction.json still records the run that computed)
+        assert {p: p.stat().st_mtime_ns for p in extracted.rglob("*") if p.is_file()} == before
         new_requests = len(server.requests) - requests_before
-        total_answers = 3 * (1 + 2 * 2)
+        total_answers = 3 * (1 + 2 * 2) + 3  # baseline and 2 layers × 2 steps, then the prompting baseline
         assert new_requests <= 2 * (total_answers - 3 * (1 + 2 * (rounds_done - 1))) + 1
     ours = json.loads((interrupted / "tiny/steering" / trait / "results.json").read_text())
     theirs = json.loads((reference / "tiny/steering" / trait / "results.json").read_text())
@@ -269,10 +271,15 @@ def test_run_pipeline_from_python_with_settings_objects(tiny_experiments: Path) 
     results = json.loads((folder / "steering/states/optimism/results.json").read_text())
     assert first.steering == results and again.steering == results
     assert results["settings"]["method"] == "probe" and results["vector"]["method"] == "probe"
-    # The one candidate layer: the probe's highest held-out Cohen's d within 20-80% of the 4-layer depth.
+    # The one candidate layer: the probe's highest validation Cohen's d within 20-80% of the 4-layer depth.
     metrics = [m for m in evaluation["positions"]["prefill-mean"]["metrics"] if m["method"] == "probe"]
     band = [m for m in metrics if 0.2 <= m["layer"] / 3 <= 0.8]
-    best = max(band, key=lambda m: (m["cohens_d"] if m["cohens_d"] is not None else -1e9, -m["layer"]))
+
+    def validation(m: dict) -> tuple[float, float, int]:
+        d = m["validation"]["cohens_d"]
+        return (d if d is not None else -1e9, m["validation"]["auroc"], -m["layer"])
+
+    best = max(band, key=validation)
     assert results["layers"] == [best["layer"]]
     assert results["baseline"]["trait"]["n"] == 2 and len(results["questions"]) == 2
     assert [(r["layer"], r["round"]) for r in results["runs"]] == [(best["layer"], 1), (best["layer"], 2)]

@@ -5,17 +5,23 @@
 - :func:`pad_batch` pads one batch to a rectangle, left or right, with the attention mask and
   explicit position ids that count only real tokens, so a row's result never depends on its
   padding or on what else is in the batch.
+- :class:`DeviceCache` keeps a batch's CPU tensors (position weights, masks) and their copy on
+  every device that asks for one, made once per device: on a model split across devices
+  (``device_map`` over several GPUs) each layer's hook combines them with ``hidden.device``'s copy.
+- :class:`BatchReductions` is what capture computes from one layer's output ``[batch, tokens,
+  width]`` of one padded batch: weighted means over selected positions, and optionally the sum of
+  the states of chosen tokens and the states of a few sampled tokens (the per-token spread).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 import torch
 
-__all__ = ["PaddedBatch", "length_batches", "pad_batch"]
+__all__ = ["PaddedBatch", "length_batches", "pad_batch", "DeviceCache", "BatchReductions", "TOKEN_SUM", "SAMPLED"]
 
 Side = Literal["left", "right"]
 
@@ -97,3 +103,83 @@ def pad_batch(sequences: Sequence[Sequence[int]], pad_id: int, *, side: Side = "
         offsets.append(offset)
     position_ids = (attention.cumsum(-1) - 1).clamp(min=0)
     return PaddedBatch(input_ids, attention, position_ids, tuple(offsets), lengths)
+
+
+class DeviceCache:
+    """CPU tensors and their copies on every device that asks for them, each copy made once.
+
+    A model dispatched over several devices runs each decoder layer where its weights are; a hook
+    that combines batch tensors with a layer's output asks for ``cache.on(hidden.device)``.
+
+    Example:
+        >>> cache = DeviceCache({"weights": torch.ones(2, 3)})
+        >>> cache.on(torch.device("cpu"))["weights"].shape
+        torch.Size([2, 3])
+    """
+
+    def __init__(self, tensors: Mapping[str, torch.Tensor]) -> None:
+        self._tensors = dict(tensors)
+        self._copies: dict[torch.device, dict[str, torch.Tensor]] = {}
+
+    def on(self, device: torch.device) -> dict[str, torch.Tensor]:
+        """The tensors on ``device`` (moved the first time that device asks)."""
+        copies = self._copies.get(device)
+        if copies is None:
+            copies = {name: tensor.to(device) for name, tensor in self._tensors.items()}
+            self._copies[device] = copies
+        return copies
+
+    @property
+    def devices(self) -> tuple[torch.device, ...]:
+        """The devices copies were made for, in the order they asked."""
+        return tuple(self._copies)
+
+
+TOKEN_SUM = "__token_sum__"
+"""Key of :meth:`BatchReductions.reduce`'s ``[width]`` sum of the states of the counted tokens."""
+SAMPLED = "__sampled__"
+"""Key of :meth:`BatchReductions.reduce`'s ``[n_sampled, width]`` states of the sampled tokens."""
+
+
+class BatchReductions:
+    """Everything capture reads from one layer's output for one padded batch.
+
+    Args:
+        weights: per reduction name, ``[batch, tokens]`` float32 weights (each row sums to 1 over
+            the positions it averages).
+        counted: ``[batch, tokens]`` 1.0 at the tokens whose states are summed (``TOKEN_SUM``);
+            ``None`` for none.
+        sampled: ``(rows, columns)`` of the tokens whose states are kept (``SAMPLED``, in this
+            order); ``None`` for none.
+
+    Padding never enters a sum: positions no reduction reads are zeroed with ``where`` first, so
+    NaN or inf there stays out. Sums are float32 whatever the model's dtype.
+    """
+
+    def __init__(
+        self,
+        weights: Mapping[str, torch.Tensor],
+        counted: torch.Tensor | None = None,
+        sampled: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> None:
+        self.names = tuple(weights)
+        masks = [w > 0 for w in weights.values()] + ([counted > 0] if counted is not None else [])
+        tensors = {f"w.{name}": w for name, w in weights.items()}
+        tensors["used"] = torch.stack(masks).any(0).unsqueeze(-1)
+        if counted is not None:
+            tensors["counted"] = counted
+        if sampled is not None:
+            tensors["rows"], tensors["columns"] = sampled
+        self.cache = DeviceCache(tensors)
+
+    def reduce(self, hidden: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``{name: [batch, width]}`` weighted sums (plus ``TOKEN_SUM`` and ``SAMPLED``) on ``hidden.device``."""
+        t = self.cache.on(hidden.device)
+        zero = torch.zeros((), dtype=hidden.dtype, device=hidden.device)
+        states = torch.where(t["used"], hidden, zero).float()
+        out = {name: torch.einsum("bt,btd->bd", t[f"w.{name}"], states) for name in self.names}
+        if "counted" in t:
+            out[TOKEN_SUM] = torch.einsum("bt,btd->d", t["counted"], states)
+        if "rows" in t:
+            out[SAMPLED] = states[t["rows"], t["columns"]]
+        return out

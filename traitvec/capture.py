@@ -1,64 +1,78 @@
 """Capturing residual-stream activations at every requested layer in one batched forward pass.
 
-Positions (what one example's activation is, per layer):
+:func:`capture` turns a trait's prompts into :class:`~traitvec.positions.Selection` s (which tokens
+each position averages: :mod:`traitvec.positions`); :func:`capture_sequences` groups them by
+length under a token budget (little padding; halved on out-of-memory) and pads each batch
+(:mod:`traitvec.batching`); hooks on the requested layers reduce the batch to ``[batch × width]``
+per position as the activations stream past (nothing per-token is kept) and the deepest one
+stops the forward pass (no later layers, no output head) — or the same reductions run in an
+nnsight trace (:mod:`traitvec.capture_nnsight`). Explicit position ids make results independent
+of batch size and padding side; sums are float32.
 
-- ``prefill-mean``: mean over the prefill's real tokens — padding and special tokens (BOS, chat
-  markers) excluded, since their activations are huge and identical across prompts;
-- ``last-token``: the prefill's last real token;
-- ``response-mean``: mean over the first ``k`` tokens the model greedily generates after the
-  prefill, read from the exact token ids it produced (tokens after an EOS are not used).
+Devices. Inputs go to the embedding's device; the position weights and masks of a batch are
+moved to each layer's ``hidden.device`` inside the hook, once per device
+(:class:`~traitvec.batching.DeviceCache`), so a model dispatched over several GPUs captures as
+one on a single device does.
 
-Steps: :func:`capture` turns a trait's prompts (plus generated response tokens) into
-:class:`Selection` s; :func:`capture_sequences` groups them by length under a token budget (little
-padding; halved on out-of-memory) and pads each batch (:mod:`traitvec.batching`); hooks on the
-requested layers reduce the batch to ``[batch × width]`` per position as the activations stream
-past (nothing per-token is kept) and the deepest one stops the forward pass (no later layers, no
-output head) — or the same reductions run in an nnsight trace (:mod:`traitvec.capture_nnsight`).
-Explicit position ids make results independent of batch size and padding side; sums are float32.
+Memory. Each batch's reductions are written into their rows as soon as the batch is done: into
+tensors in memory, or — with ``capture(write_to=...)``, as the extraction stage does — straight
+into the activation files on disk (:class:`~traitvec.activations.ActivationsWriter`), so memory
+does not grow with the number of pairs. The per-token spread keeps :data:`SPREAD_SAMPLE` token
+states per layer (and one running sum), whatever the number of pairs.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+import os
 import sys
 import types
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .activations import Activations
-from .batching import PaddedBatch, length_batches, pad_batch
+from . import __version__
+from ._io import atomic_path
+from .activations import Activations, ActivationsWriter, MemoryRows, RowSink, map_tensors
+from .batching import BatchReductions, DeviceCache, length_batches, pad_batch
 from .errors import ConfigError, ModelError
-from .generation import generate
 from .hooks import HookSet, StopForward, hidden_of
 from .models import LoadedModel
-from .prompting import encode_prefill
+from .positions import (
+    POSITIONS,
+    SPREAD_SAMPLE,
+    SPREAD_SEED,
+    Position,
+    Selection,
+    TokenSpread,
+    batch_reductions,
+    check_positions,
+    position_extra,
+    trait_selections,
+    with_spread_sample,
+)
 from .traits import Trait
 
 __all__ = ["POSITIONS", "Position", "BACKENDS", "Backend", "Selection", "capture", "capture_sequences"]
-__all__ += ["resolve_layers", "Activations", "length_batches"]  # the last two are defined in activations / batching
+__all__ += ["resolve_layers", "Activations", "length_batches", "DeviceCache", "CAPTURE_FORMAT"]
 
 logger = logging.getLogger(__name__)
 
-Position = Literal["prefill-mean", "last-token", "response-mean"]
-POSITIONS: tuple[Position, ...] = ("prefill-mean", "last-token", "response-mean")
 Backend = Literal["hooks", "nnsight"]
 BACKENDS: tuple[Backend, ...] = ("hooks", "nnsight")
 
+CAPTURE_FORMAT = 2
+"""Version of what capture computes; part of every activations key, bumped when numbers change.
+
+2: ``last-token`` skips trailing special tokens; per-token spreads; answer positions."""
+
 Reduced = dict[int, dict[str, torch.Tensor]]  # one batch: {layer: {reduction: [batch, width] float32}}
-
-
-@dataclass(frozen=True)
-class Selection:
-    """Which token positions of one sequence each named reduction averages (0-based, unpadded)."""
-
-    ids: tuple[int, ...]
-    positions: Mapping[str, tuple[int, ...]]
 
 
 def resolve_layers(loaded: LoadedModel, layers: Sequence[int] | str | None) -> tuple[int, ...]:
@@ -117,35 +131,11 @@ def capture_sequences(
         >>> capture_sequences(loaded, [sel], layers=(3, 6))["mean"].shape
         torch.Size([1, 2, 640])
     """
-    if backend not in BACKENDS:
-        raise ConfigError(f"unknown capture backend {backend!r}; use one of {', '.join(BACKENDS)}")
-    if padding_side not in ("left", "right"):
-        raise ConfigError(f"padding_side = {padding_side!r}; use 'left' or 'right'")
     names = _check_selections(selections)
     layers = tuple(layers)
-    out = {name: torch.zeros(len(selections), len(layers), loaded.hidden_size, dtype=torch.float32) for name in names}
-    budget = max_batch_tokens or default_budget(loaded)
-    lengths = [len(s.ids) for s in selections]
-    pending = length_batches(lengths, budget)
-    bar = tqdm(total=sum(lengths), unit="tok", desc="capture", leave=False, disable=not show_progress)
-    try:
-        while pending:
-            batch = pending.pop(0)
-            try:
-                reduced = _reduce_batch(loaded, [selections[i] for i in batch], layers, padding_side, backend)
-            except torch.OutOfMemoryError:
-                budget = _smaller_budget(batch, lengths, budget)
-                half = len(batch) // 2
-                pending[:0] = [batch[:half], batch[half:]]
-                continue
-            row_index = torch.tensor(batch, dtype=torch.long)
-            for slot, layer in enumerate(layers):
-                for name, tensor in reduced[layer].items():
-                    out[name][row_index, slot] = tensor.to("cpu")
-            bar.update(sum(lengths[i] for i in batch))
-    finally:
-        bar.close()
-    return out
+    sinks = {name: MemoryRows(len(selections), len(layers), loaded.hidden_size) for name in names}
+    _run_batches(loaded, selections, layers, sinks, None, max_batch_tokens, padding_side, show_progress, backend)
+    return {name: sink.tensor for name, sink in sinks.items()}
 
 
 def _check_selections(selections: Sequence[Selection]) -> tuple[str, ...]:
@@ -162,6 +152,48 @@ def _check_selections(selections: Sequence[Selection]) -> tuple[str, ...]:
             if not where:
                 raise ValueError(f"sequence {i}: reduction {name!r} selects no token")
     return names
+
+
+def _run_batches(
+    loaded: LoadedModel,
+    selections: Sequence[Selection],
+    layers: tuple[int, ...],
+    sinks: Mapping[str, RowSink],
+    spread: TokenSpread | None,
+    max_batch_tokens: int | None,
+    padding_side: Literal["left", "right"],
+    show_progress: bool,
+    backend: Backend,
+) -> None:
+    """Capture every batch and hand its rows to the sinks as soon as it is done."""
+    if backend not in BACKENDS:
+        raise ConfigError(f"unknown capture backend {backend!r}; use one of {', '.join(BACKENDS)}")
+    if padding_side not in ("left", "right"):
+        raise ConfigError(f"padding_side = {padding_side!r}; use 'left' or 'right'")
+    budget = max_batch_tokens or default_budget(loaded)
+    lengths = [len(s.ids) for s in selections]
+    pending = length_batches(lengths, budget)
+    bar = tqdm(total=sum(lengths), unit="tok", desc="capture", leave=False, disable=not show_progress)
+    try:
+        while pending:
+            batch = pending.pop(0)
+            try:
+                reduced = _reduce_batch(loaded, [selections[i] for i in batch], layers, padding_side, backend)
+            except torch.OutOfMemoryError:
+                budget = _smaller_budget(batch, lengths, budget)
+                half = len(batch) // 2
+                pending[:0] = [batch[:half], batch[half:]]
+                continue
+            for name, sink in sinks.items():
+                values = torch.stack([reduced[layer][name] for layer in layers], dim=1)
+                if not bool(torch.isfinite(values).all()):
+                    raise ModelError(f'non-finite activations captured at {name}; try dtype = "float32"')
+                sink.write(batch, values)
+            if spread is not None:
+                spread.add(batch, reduced, layers)
+            bar.update(sum(lengths[i] for i in batch))
+    finally:
+        bar.close()
 
 
 def _smaller_budget(batch: list[int], lengths: Sequence[int], budget: int) -> int:
@@ -193,32 +225,16 @@ def _reduce_batch(
         "attention_mask": padded.attention_mask.to(device),
         "position_ids": padded.position_ids.to(device),
     }
-    weights = {name: w.to(device) for name, w in _position_weights(selections, padded).items()}
-    used = torch.stack([w > 0 for w in weights.values()]).any(0).unsqueeze(-1)
+    reductions = batch_reductions(selections, padded.offsets, padded.width)
     if backend == "nnsight":
         from .capture_nnsight import nnsight_reduce
 
-        return nnsight_reduce(loaded, inputs, layers, weights, used)
-    return _hooks_reduce(loaded, inputs, layers, weights, used)
-
-
-def _position_weights(selections: list[Selection], padded: PaddedBatch) -> dict[str, torch.Tensor]:
-    """Per reduction, ``[batch, width]`` weights ``1/len(selected)`` at the selected (padded) positions."""
-    names = tuple(selections[0].positions)
-    weights = {name: torch.zeros((len(selections), padded.width), dtype=torch.float32) for name in names}
-    for row, (sel, offset) in enumerate(zip(selections, padded.offsets, strict=True)):
-        for name in names:
-            where = torch.tensor(sel.positions[name], dtype=torch.long) + offset
-            weights[name][row, where] = 1.0 / len(where)
-    return weights
+        return nnsight_reduce(loaded, inputs, layers, reductions)
+    return _hooks_reduce(loaded, inputs, layers, reductions)
 
 
 def _hooks_reduce(
-    loaded: LoadedModel,
-    inputs: Mapping[str, torch.Tensor],
-    layers: tuple[int, ...],
-    weights: Mapping[str, torch.Tensor],
-    used: torch.Tensor,
+    loaded: LoadedModel, inputs: Mapping[str, torch.Tensor], layers: tuple[int, ...], reductions: BatchReductions
 ) -> Reduced:
     """The reductions with traitvec's forward hooks; the deepest layer's hook stops the forward pass."""
     reduced: Reduced = {}
@@ -226,10 +242,8 @@ def _hooks_reduce(
 
     def reducer(layer: int) -> Callable[[nn.Module, Any, Any], None]:
         def hook(module: nn.Module, args: Any, output: Any) -> None:
-            hidden = hidden_of(output)
-            # where() keeps NaN/inf at unused (padding) positions out of the sums.
-            hidden = torch.where(used, hidden, torch.zeros((), dtype=hidden.dtype, device=hidden.device)).float()
-            reduced[layer] = {name: torch.einsum("bt,btd->bd", w, hidden).to("cpu") for name, w in weights.items()}
+            out = reductions.reduce(hidden_of(output))  # on the layer's own device
+            reduced[layer] = {name: tensor.to("cpu") for name, tensor in out.items()}
             if layer == deepest:
                 raise StopForward
 
@@ -251,141 +265,114 @@ def capture(
     loaded: LoadedModel,
     trait: Trait,
     *,
-    positions: Sequence[Position] | Position = ("prefill-mean",),
+    positions: Sequence[Position] | Position | None = None,
     layers: Sequence[int] | str | None = None,
     response_tokens: int = 5,
+    answer_tokens: int = 5,
     max_batch_tokens: int | None = None,
     padding_side: Literal["left", "right"] = "right",
     show_progress: bool = False,
     backend: Backend = "hooks",
+    write_to: Mapping[str, str | os.PathLike[str]] | None = None,
 ) -> dict[str, Activations]:
     """Capture a trait's positive and negative activations at every requested layer.
 
     Args:
         loaded: the model (:func:`traitvec.load_model`).
         trait: the trait (:func:`traitvec.load_trait`); jsonl traits go through the chat template.
-        positions: any of ``prefill-mean``, ``last-token``, ``response-mean``. The first two
-            come from one forward pass; ``response-mean`` adds a greedy generation of
-            ``response_tokens`` tokens and one pass over prefill + response (which then also
-            yields the other two).
+        positions: capture positions (:mod:`traitvec.positions`): ``prefill-mean``,
+            ``last-token``, ``response-mean`` for prefill traits; ``answer-mean``,
+            ``answer-first-k``, ``prefill-mean`` for conversation traits. Default: the first two
+            of the trait's kind. All come from one forward pass; ``response-mean`` adds a greedy
+            generation of ``response_tokens`` tokens first.
         layers: 0-based layers, ``"all"`` or ``None`` (all).
         response_tokens: ``k`` for ``response-mean``.
+        answer_tokens: ``k`` for ``answer-first-k``.
         max_batch_tokens: padded tokens per batch.
         padding_side: ``"right"`` or ``"left"``; results agree to float tolerance.
         show_progress: show progress bars.
         backend: ``"hooks"`` (default, fastest) or ``"nnsight"``: the same reductions inside an
             nnsight trace, for cross-checking against the tool most research code uses.
+        write_to: ``{position: path}``: stream each position's activations into that file (with
+            its JSON sidecar) as batches finish, so memory does not grow with the number of
+            pairs; the returned activations are then memory-mapped from the files.
 
     Returns:
-        ``{position: Activations}``.
+        ``{position: Activations}``; every one records the per-token spreads of the layers.
 
     Example:
         >>> acts = capture(loaded, trait, positions=["prefill-mean", "last-token"])
         >>> acts["prefill-mean"].positive.shape
         torch.Size([92, 18, 640])
     """
-    wanted = _wanted_positions(positions, response_tokens)
+    wanted = check_positions(positions, trait)
+    if write_to is not None and set(write_to) != set(wanted):
+        raise ConfigError(f"capture(write_to=) names {sorted(write_to)}; expected one path per position {wanted}")
     layer_list = resolve_layers(loaded, layers)
-    encoded = [encode_prefill(loaded, p, chat=trait.chat) for p in (*trait.positive, *trait.negative)]
-    extra: dict[str, Any] = {}
-    if "response-mean" in wanted:
-        selections, extra = _response_selections(loaded, encoded, response_tokens, max_batch_tokens, show_progress)
+    selections, extra = trait_selections(
+        loaded,
+        trait,
+        wanted,
+        response_tokens=response_tokens,
+        answer_tokens=answer_tokens,
+        max_batch_tokens=max_batch_tokens,
+        show_progress=show_progress,
+    )
+    selections = with_spread_sample(selections, SPREAD_SAMPLE, SPREAD_SEED)
+    width, n_pairs = loaded.hidden_size, trait.n_pairs
+    spread = TokenSpread(selections, len(layer_list), width)
+    options = (max_batch_tokens, padding_side, show_progress, backend)
+    if write_to is None:
+        memory: dict[str, MemoryRows] = {p: MemoryRows(2 * n_pairs, len(layer_list), width) for p in wanted}
+        _run_batches(loaded, selections, layer_list, memory, spread, *options)
+        tensors: dict[str, tuple[torch.Tensor, torch.Tensor]] = {
+            p: (m.tensor[:n_pairs], m.tensor[n_pairs:]) for p, m in memory.items()
+        }
     else:
-        special = loaded.special_ids
-        selections = [Selection(tuple(ids), _prefill_selection(ids, special)) for ids in encoded]
-    reduced = capture_sequences(
-        loaded,
-        selections,
-        layer_list,
-        max_batch_tokens=max_batch_tokens,
-        padding_side=padding_side,
-        show_progress=show_progress,
-        backend=backend,
-    )
-    return _activations(loaded, trait, wanted, layer_list, reduced, extra)
-
-
-def _wanted_positions(positions: Sequence[Position] | Position, response_tokens: int) -> tuple[Position, ...]:
-    wanted = (positions,) if isinstance(positions, str) else tuple(dict.fromkeys(positions))
-    for position in wanted:
-        if position not in POSITIONS:
-            raise ConfigError(f"unknown position {position!r}; use one of {', '.join(POSITIONS)}")
-    if not wanted:
-        raise ConfigError("no position requested")
-    if response_tokens < 1:
-        raise ConfigError(f"response_tokens = {response_tokens}; use 1 or more")
-    return wanted
-
-
-def _prefill_selection(ids: Sequence[int], special: frozenset[int]) -> dict[str, tuple[int, ...]]:
-    real = tuple(i for i, token in enumerate(ids) if token not in special)
-    if not real:
-        real = tuple(range(len(ids)))
-    return {"prefill-mean": real, "last-token": (len(ids) - 1,)}
-
-
-def _response_selections(
-    loaded: LoadedModel,
-    encoded: list[list[int]],
-    response_tokens: int,
-    max_batch_tokens: int | None,
-    show_progress: bool,
-) -> tuple[list[Selection], dict[str, Any]]:
-    """Greedily generate ``response_tokens`` after each prefill; select prefill and response positions."""
-    generations = generate(
-        loaded,
-        encoded,
-        max_new_tokens=response_tokens,
-        max_batch_tokens=max_batch_tokens,
-        show_progress=show_progress,
-        desc="response tokens",
-    )
-    special = loaded.special_ids
-    selections = []
-    counts = []
-    for ids, gen in zip(encoded, generations, strict=True):
-        response = list(gen.tokens)
-        if not response:  # the model ended at once: use the EOS it produced
-            response = list(gen.raw_tokens[:1])
-        if not response:
-            raise ModelError("the model generated no token; cannot take a response-mean")
-        full = ids + response
-        where = _prefill_selection(ids, special)
-        where["response-mean"] = tuple(range(len(ids), len(full)))
-        counts.append(len(response))
-        selections.append(Selection(tuple(full), where))
-    extra = {"response_tokens": response_tokens, "mean_response_tokens": sum(counts) / len(counts)}
-    return selections, extra
+        with contextlib.ExitStack() as stack:  # on success each writer closes, then its file is renamed
+            files: dict[str, RowSink] = {}
+            for p in wanted:
+                tmp = stack.enter_context(atomic_path(write_to[p], suffix=".safetensors"))
+                files[p] = stack.enter_context(ActivationsWriter(tmp, n_pairs, len(layer_list), width))
+            _run_batches(loaded, selections, layer_list, files, spread, *options)
+        tensors = {p: map_tensors(write_to[p]) for p in wanted}
+    result = _activations(loaded, trait, tensors, layer_list, spread, extra)
+    for name, acts in result.items():
+        if write_to is not None:
+            acts.write_sidecar(Path(write_to[name]))
+    return result
 
 
 def _activations(
     loaded: LoadedModel,
     trait: Trait,
-    wanted: tuple[Position, ...],
+    tensors: Mapping[str, tuple[torch.Tensor, torch.Tensor]],
     layers: tuple[int, ...],
-    reduced: Mapping[str, torch.Tensor],
+    spread: TokenSpread,
     extra: Mapping[str, Any],
 ) -> dict[str, Activations]:
-    """Cut the captured rows into positives and negatives, one :class:`Activations` per position."""
-    n = trait.n_pairs
+    """One :class:`Activations` per position, each with the per-token spreads of the layers."""
     description = loaded.describe()
-    result: dict[str, Activations] = {}
-    for position in wanted:
-        tensor = reduced[position]
-        result[position] = Activations(
-            positive=tensor[:n].clone(),
-            negative=tensor[n:].clone(),
+    spreads = spread.spreads(layers)
+    for layer, value in spreads.items():
+        if not math.isfinite(value):
+            raise ModelError(f'non-finite per-token spread at layer {layer}; try dtype = "float32"')
+    details = {"capture_format": CAPTURE_FORMAT, "token_spread": spread.details(), "traitvec_version": __version__}
+    return {
+        position: Activations(
+            positive=positive,
+            negative=negative,
             layers=layers,
             position=position,
             model=description,
             trait=trait.name,
             trait_hash=trait.files_hash,
             lines=trait.lines,
-            extra=extra if position == "response-mean" else {},
+            extra={**details, **position_extra(position, extra)},
+            token_spreads=spreads,
         )
-        if not math.isfinite(float(tensor.abs().max())):
-            raise ModelError(f'non-finite activations captured at {position}; try dtype = "float32"')
-    return result
+        for position, (positive, negative) in tensors.items()
+    }
 
 
 class _CallableModule(types.ModuleType):

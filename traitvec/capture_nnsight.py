@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from .batching import BatchReductions
 from .errors import ConfigError
 from .hooks import hidden_of
 from .models import LoadedModel
@@ -48,8 +49,7 @@ def nnsight_reduce(
     loaded: LoadedModel,
     inputs: Mapping[str, torch.Tensor],
     layers: tuple[int, ...],
-    weights: Mapping[str, torch.Tensor],
-    used: torch.Tensor,
+    reductions: BatchReductions,
 ) -> dict[int, dict[str, torch.Tensor]]:
     """Weighted sums of each requested layer's output, computed inside an nnsight trace.
 
@@ -58,11 +58,11 @@ def nnsight_reduce(
         inputs: ``input_ids``, ``attention_mask`` and ``position_ids`` of one padded batch, on the
             model's device.
         layers: 0-based decoder layers, sorted; the trace stops after the last.
-        weights: per reduction name, ``[batch, width]`` float32 weights over token positions.
-        used: ``[batch, tokens, 1]`` True where any reduction reads the token.
+        reductions: the batch's position weights (moved to each layer's device as the hooks
+            backend does) and what else to read.
 
     Returns:
-        ``{layer: {reduction name: [batch, hidden] float32}}`` on the model's device.
+        ``{layer: {reduction name: [batch, hidden] float32}}`` on CPU.
     """
     try:
         from nnsight import save
@@ -72,12 +72,10 @@ def nnsight_reduce(
     stack: Any = wrapped
     for part in loaded.layers_path.split("."):
         stack = getattr(stack, part)
-    zero = torch.zeros((), dtype=loaded.dtype, device=loaded.device)
     with torch.inference_mode(), wrapped.trace(dict(inputs), use_cache=False) as tracer:
         saved: dict[int, dict[str, torch.Tensor]] = save({})
         for layer in layers:
-            hidden = hidden_of(stack[layer].output)
-            hidden = torch.where(used, hidden, zero).float()
-            saved[layer] = {name: torch.einsum("bt,btd->bd", w, hidden) for name, w in weights.items()}
+            out = reductions.reduce(hidden_of(stack[layer].output))
+            saved[layer] = {name: tensor.to("cpu") for name, tensor in out.items()}
         tracer.stop()
     return saved

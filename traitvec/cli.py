@@ -117,8 +117,9 @@ def _extraction_options(p: argparse.ArgumentParser) -> None:
         "--position",
         action="append",
         metavar="P",
-        help="capture position(s): prefill-mean, last-token, response-mean; repeat or comma-separate "
-        "(default: prefill-mean,last-token)",
+        help="capture position(s): prefill-mean, last-token, response-mean (prefill traits); answer-mean, "
+        "answer-first-k, prefill-mean (conversation traits); repeat or comma-separate "
+        "(default: prefill-mean,last-token, or answer-mean,answer-first-k for conversation traits)",
     )
     g.add_argument(
         "--methods",
@@ -128,6 +129,7 @@ def _extraction_options(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--layers", metavar="L", help="layers, e.g. 4,6,8 or 'all' (default: the config's, else all)")
     g.add_argument("--response-tokens", type=int, default=5, metavar="K", help="k for response-mean (default 5)")
+    g.add_argument("--answer-tokens", type=int, default=5, metavar="K", help="k for answer-first-k (default 5)")
     g.add_argument(
         "--backend",
         default="hooks",

@@ -3,12 +3,17 @@
 File format (``vectors/{method}-{position}.safetensors`` + ``{method}-{position}.json``):
 
 - the safetensors file holds one float32 tensor per layer named ``layer.{i}``, unit norm;
-- the JSON sidecar records the format, the model (name, fingerprint, family, width, depth),
-  the layer convention, position, method, layers, number of pairs, the trait files' hash, raw
-  norms, activation norms and spreads per layer, the traitvec version and the creation time.
+- the JSON sidecar records the format (``traitvec.vector/2``), the model (name, fingerprint,
+  family, width, depth), the layer convention, position, method, layers, number of pairs, the
+  trait files' hash, raw norms, activation norms, the per-token spreads (``spreads``, the
+  steering unit) and the spreads of the position's activations (``position_spreads``) per layer,
+  the traitvec version and the creation time.
 
-Loading checks the format; :meth:`TraitVector.check_model` refuses a vector applied to a model of
-another width. :meth:`TraitVector.to_gguf` writes a llama.cpp control vector.
+A vector built in code is normalised at construction (a zero or non-finite direction is refused),
+so every direction a :class:`TraitVector` holds has unit norm. Loading checks the format; format 1
+files still load, with a warning: their ``spreads`` are the position spread, so their steering
+unit differs from a format 2 vector's. :meth:`TraitVector.check_model` refuses a vector applied to
+a model of another width. :meth:`TraitVector.to_gguf` writes a llama.cpp control vector.
 """
 
 from __future__ import annotations
@@ -33,7 +38,9 @@ __all__ = ["TraitVector", "LAYER_CONVENTION", "FORMAT", "vector_path"]
 
 logger = logging.getLogger(__name__)
 
-FORMAT = "traitvec.vector/1"
+FORMAT = "traitvec.vector/2"
+_FORMAT_1 = "traitvec.vector/1"
+SPREAD_UNITS = ("per-token", "position")
 LAYER_CONVENTION = (
     "layer i (0-based) = residual stream at the output of decoder block i, before any final norm "
     "(transformers hidden_states[i + 1], except the last layer, whose hidden_states entry has the final norm applied)"
@@ -43,6 +50,17 @@ LAYER_CONVENTION = (
 def _by_layer(values: Mapping[str, float]) -> dict[int, float]:
     """A JSON ``{"layer": number}`` object with integer keys."""
     return {int(k): float(v) for k, v in values.items()}
+
+
+def _unit(layer: int, tensor: torch.Tensor) -> torch.Tensor:
+    """``tensor`` as a unit float32 CPU direction; a zero or non-finite one is refused."""
+    direction = tensor.detach().to("cpu", torch.float32)
+    norm = float(direction.double().norm())
+    if not math.isfinite(norm) or norm == 0.0:
+        raise VectorError(
+            f"the direction at layer {layer} has norm {norm}; a trait direction must be finite and non-zero"
+        )
+    return direction / norm if abs(norm - 1.0) > 1e-6 else direction
 
 
 def vector_path(folder: str | Path, method: str, position: str) -> Path:
@@ -64,7 +82,11 @@ class TraitVector:
         n_pairs: pairs the vector was fitted on.
         raw_norms: the direction's norm before normalising, per layer.
         activation_norms: mean ``‖h‖`` of the layer's activations (positives and negatives).
-        spreads: mean ``‖h − mean h‖``, the default unit of steering coefficients.
+        spreads: the unit of steering coefficients per layer: the per-token spread, mean
+            ``‖h_t − μ‖`` over the real tokens of the trait's prompts (``spread_unit="per-token"``),
+            or, for vectors fitted on hand-built activations and format 1 files, the position spread.
+        position_spreads: mean ``‖h − mean h‖`` over the examples at the vector's position.
+        spread_unit: ``"per-token"`` or ``"position"``: what ``spreads`` holds.
         created: ISO-8601 UTC time.
         traitvec_version: version that wrote it.
         extra: method details (for example the probe's regularisation).
@@ -80,6 +102,8 @@ class TraitVector:
     raw_norms: Mapping[int, float]
     activation_norms: Mapping[int, float]
     spreads: Mapping[int, float]
+    position_spreads: Mapping[int, float] = field(default_factory=dict)
+    spread_unit: str = "per-token"
     created: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
     traitvec_version: str = ""
     extra: Mapping[str, Any] = field(default_factory=dict)
@@ -90,6 +114,9 @@ class TraitVector:
         widths = {int(t.shape[-1]) for t in self.directions.values()}
         if len(widths) != 1 or any(t.dim() != 1 for t in self.directions.values()):
             raise VectorError(f"directions must be 1-D tensors of one width, got widths {sorted(widths)}")
+        if self.spread_unit not in SPREAD_UNITS:
+            raise VectorError(f"spread_unit = {self.spread_unit!r} is not one of {', '.join(SPREAD_UNITS)}")
+        object.__setattr__(self, "directions", {int(k): _unit(k, t) for k, t in self.directions.items()})
         if not self.traitvec_version:
             from . import __version__
 
@@ -121,7 +148,11 @@ class TraitVector:
         return self.directions[layer]
 
     def spread(self, layer: int) -> float:
-        """The spread (mean-centred activation norm) recorded at ``layer``."""
+        """The steering unit at ``layer``: the per-token spread (see :attr:`spread_unit`).
+
+        Example:
+            >>> vector.spread(6) * 1.5   # the length coefficient 1.5 adds at layer 6
+        """
         if layer not in self.spreads:
             raise ConfigError(f"{self.name} of {self.trait} records no spread at layer {layer}")
         return float(self.spreads[layer])
@@ -159,6 +190,8 @@ class TraitVector:
             "raw_norms": {str(k): float(v) for k, v in sorted(self.raw_norms.items())},
             "activation_norms": {str(k): float(v) for k, v in sorted(self.activation_norms.items())},
             "spreads": {str(k): float(v) for k, v in sorted(self.spreads.items())},
+            "spread_unit": self.spread_unit,
+            "position_spreads": {str(k): float(v) for k, v in sorted(self.position_spreads.items())},
             "traitvec_version": self.traitvec_version,
             "created": self.created,
             "extra": dict(self.extra),
@@ -168,8 +201,11 @@ class TraitVector:
     def load(cls, path: str | Path) -> TraitVector:
         """Read a vector written by :meth:`save` (``path`` may name the .safetensors or the .json).
 
+        Format 1 files load with a warning: their ``spreads`` are position spreads.
+
         Raises:
-            VectorError: missing file, wrong format, or tensors that disagree with the sidecar.
+            VectorError: missing file, wrong format, a sidecar of another structure, or tensors
+                that disagree with the sidecar; the message names the file.
         """
         from safetensors import SafetensorError
         from safetensors.torch import load_file
@@ -183,15 +219,25 @@ class TraitVector:
             meta = read_json_text(sidecar.read_text(encoding="utf-8"), where=str(sidecar))
         except (JSONError, UnicodeDecodeError) as err:
             raise VectorError(f"{sidecar}: not valid JSON ({err}); re-extract the vector") from None
-        if meta.get("format") != FORMAT:
-            raise VectorError(f"{sidecar}: format is {meta.get('format')!r}, expected {FORMAT!r}")
+        found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+        if found not in (FORMAT, _FORMAT_1):
+            raise VectorError(f"{sidecar}: format is {found!r}, expected {FORMAT!r}")
         try:
             tensors = load_file(str(path))
-        except (SafetensorError, OSError) as err:
+        except (SafetensorError, OSError, ValueError, RuntimeError) as err:
             raise VectorError(f"{path}: cannot read safetensors ({err}); re-extract the vector") from None
+        try:
+            return cls._from_files(path, meta, tensors)
+        except (KeyError, TypeError, ValueError, AttributeError) as err:
+            if isinstance(err, VectorError):
+                raise
+            raise VectorError(f"{sidecar}: the sidecar's structure is wrong ({type(err).__name__}: {err})") from None
+
+    @classmethod
+    def _from_files(cls, path: Path, meta: dict[str, Any], tensors: Mapping[str, torch.Tensor]) -> TraitVector:
         directions: dict[int, torch.Tensor] = {}
         for layer in meta["layers"]:
-            key = f"layer.{layer}"
+            key = f"layer.{int(layer)}"
             if key not in tensors:
                 raise VectorError(f"{path}: no tensor {key!r} although the sidecar lists layer {layer}")
             tensor = tensors[key].float()
@@ -200,20 +246,31 @@ class TraitVector:
             if not math.isclose(float(tensor.norm()), 1.0, rel_tol=1e-3):
                 raise VectorError(f"{path}: {key} has norm {float(tensor.norm()):.4f}; saved directions are unit norm")
             directions[int(layer)] = tensor
+        old = meta["format"] == _FORMAT_1
+        if old:
+            logger.warning(
+                "%s is a format 1 vector: its steering unit is the spread of its %s activations, not the "
+                "per-token spread format 2 records; coefficients do not carry over to re-extracted vectors",
+                path,
+                meta.get("position"),
+            )
+        spreads = _by_layer(meta["spreads"])
         return cls(
             directions=directions,
-            method=meta["method"],
-            position=meta["position"],
-            model=meta["model"],
-            trait=meta["trait"],
-            trait_hash=meta["trait_hash"],
+            method=str(meta["method"]),
+            position=str(meta["position"]),
+            model=dict(meta["model"]),
+            trait=str(meta["trait"]),
+            trait_hash=str(meta["trait_hash"]),
             n_pairs=int(meta["n_pairs"]),
             raw_norms=_by_layer(meta["raw_norms"]),
             activation_norms=_by_layer(meta["activation_norms"]),
-            spreads=_by_layer(meta["spreads"]),
-            created=meta["created"],
-            traitvec_version=meta["traitvec_version"],
-            extra=meta.get("extra", {}),
+            spreads=spreads,
+            position_spreads=spreads if old else _by_layer(meta["position_spreads"]),
+            spread_unit="position" if old else str(meta["spread_unit"]),
+            created=str(meta["created"]),
+            traitvec_version=str(meta["traitvec_version"]),
+            extra=dict(meta.get("extra", {})),
         )
 
     # ------------------------------------------------------------------ compatibility

@@ -61,7 +61,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     with the judge's last error): those numbers are not results, and a rerun re-asks the failed items.
     """
     runs = _run(args, steering=not args.no_steering, vetting=args.vet)
-    print("\nExtraction (held-out, recommended layer per method):")
+    print("\nExtraction (layer chosen on validation pairs; metrics on test pairs):")
     print(extraction_table(_extraction_rows(runs)))
     if args.no_steering:
         return 0

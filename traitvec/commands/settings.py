@@ -42,6 +42,7 @@ FLAGS: dict[str, str] = {
     "ExtractionSettings.methods": "--methods",
     "ExtractionSettings.layers": "--layers",
     "ExtractionSettings.response_tokens": "--response-tokens",
+    "ExtractionSettings.answer_tokens": "--answer-tokens",
     "ExtractionSettings.backend": "--backend",
     # steering evaluation (traitvec run); the vector's method and position come from --methods / --position
     "SteeringSettings.method": "--methods",
@@ -136,16 +137,17 @@ def parse_layers(value: str | None, flag: str = "--layers") -> tuple[int, ...] |
 
 def extraction_settings(args: argparse.Namespace, config: ExperimentConfig) -> ExtractionSettings:
     """``--position``, ``--methods``, ``--layers`` (default: the experiment's), ``--response-tokens``, ``--backend``."""
-    from ..stages.extract import DEFAULT_METHODS, DEFAULT_POSITIONS, ExtractionSettings
+    from ..stages.extract import DEFAULT_METHODS, ExtractionSettings
 
-    positions = parse_list(args.position, "position") or DEFAULT_POSITIONS
+    positions = parse_list(args.position, "position")  # None: the defaults of each trait's form
     methods = parse_list(args.methods, "methods") or DEFAULT_METHODS
     layers = parse_layers(args.layers) if args.layers else config.layers
     return ExtractionSettings(
-        positions=cast("tuple[Position, ...]", positions),  # checked by ExtractionSettings
+        positions=cast("tuple[Position, ...] | None", positions),  # checked by ExtractionSettings
         methods=methods,
         layers=layers,
         response_tokens=args.response_tokens,
+        answer_tokens=getattr(args, "answer_tokens", 5),
         max_batch_tokens=config.max_batch_tokens,
         backend=args.backend,
     )

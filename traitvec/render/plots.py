@@ -1,6 +1,7 @@
 """PNG plots (matplotlib, Agg backend), each written atomically.
 
-- :func:`plot_evaluation`: ``evaluation.png``, vector quality per layer (AUROC, Cohen's d, neighbour cosine);
+- :func:`plot_evaluation`: ``evaluation.png``, vector quality per layer (test AUROC, test Cohen's d, neighbour
+  cosine), the depth band shaded, each method's recommended layer marked;
 - :func:`plot_steering`: ``trait_coherence.png`` (score against coefficient per layer, with the
   coherence floor the search used), ``heatmap.png`` (trait gain by layer × coefficient) and
   ``projection.png`` (the judge-free projection gain against coefficient, with its interval), drawn
@@ -20,9 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from .._io import atomic_path
-from ..evaluation import Evaluation
+from ..evaluation import Evaluation, in_depth_band
 
-__all__ = ["HeatmapCell", "floor_lines", "heatmap_cells", "heatmap_limit", "plot_evaluation", "plot_steering"]
+__all__ = ["HeatmapCell", "floor_lines", "heatmap_cells", "heatmap_limit", "plot_steering"]
+__all__ += ["plot_evaluation", "evaluation_figure", "RECOMMENDED_MARKERS"]
 
 PathLike = str | os.PathLike[str]
 
@@ -43,35 +45,124 @@ def _save(fig: Any, path: PathLike) -> Path:
     return Path(path)
 
 
+RECOMMENDED_MARKERS = {"mean-diff": "*", "probe": "D", "pca": "s"}
+"""Marker of each method's recommended layer in ``evaluation.png`` (other methods: ``P``)."""
+
+
 def plot_evaluation(evaluations: Sequence[Evaluation], path: PathLike) -> Path:
-    """Write a PNG of per-layer AUROC, Cohen's d and neighbour cosine for every method and position.
+    """Write ``evaluation.png``: per-layer test AUROC, test Cohen's d and neighbour cosine of every method and position.
+
+    The 20–80% depth band (where the recommended layer is chosen) is shaded; each method's
+    recommended layer (chosen on the validation pairs) is marked with that method's marker
+    (:data:`RECOMMENDED_MARKERS`); the legend sits below the panels, off the data.
 
     Returns:
         ``path``.
     """
+    return _save(evaluation_figure(evaluations), path)
+
+
+def evaluation_figure(evaluations: Sequence[Evaluation]) -> Any:
+    """The matplotlib figure :func:`plot_evaluation` writes (for inspection and tests)."""
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
     plt = _pyplot()
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.8))
+    handles: list[Any] = []
+    methods: list[str] = []
     for ev in evaluations:
         for method in ev.recommended:
             rows = ev.for_method(method)
-            label = f"{method} / {ev.position}"
-            axes[0].plot([m.layer for m in rows], [m.auroc for m in rows], marker="o", ms=3, label=label)
-            axes[1].plot([m.layer for m in rows], [m.cohens_d for m in rows], marker="o", ms=3, label=label)
+            layers = [m.layer for m in rows]
+            (line,) = axes[0].plot(layers, [m.auroc for m in rows], marker="o", ms=3, label=f"{method} / {ev.position}")
+            color = line.get_color()
+            axes[1].plot(layers, [_finite(m.cohens_d) for m in rows], marker="o", ms=3, color=color)
             cos = ev.neighbour_cosines.get(method, {})
-            axes[2].plot(list(cos), list(cos.values()), marker="o", ms=3, label=label)
-            best = ev.recommended[method]
-            axes[1].axvline(best, color=axes[1].lines[-1].get_color(), alpha=0.25, ls="--")
-    titles = ("held-out AUROC", "held-out Cohen's d (dashed: recommended layer)", "cosine with next layer")
-    for ax, title in zip(axes, titles, strict=True):
+            axes[2].plot(list(cos), list(cos.values()), marker="o", ms=3, color=color)
+            if method not in methods:
+                methods.append(method)
+            best = next(m for m in rows if m.layer == ev.recommended[method])
+            marker, k = RECOMMENDED_MARKERS.get(method, "P"), methods.index(method)
+            for ax, value in ((axes[0], best.auroc), (axes[1], _finite(best.cohens_d))):
+                # later methods' markers are smaller and on top: markers at one point nest, none hides
+                size = (420, 110, 40)[min(k, 2)]
+                ax.scatter(
+                    [best.layer],
+                    [value],
+                    marker=marker,
+                    s=size,
+                    color=color,
+                    edgecolors="k",
+                    zorder=5 + k,
+                    clip_on=False,
+                )
+            handles.append(line)
+    _depth_band(axes, evaluations)
+    _layer_axes(axes, evaluations)
+    handles += [
+        Line2D(
+            [],
+            [],
+            ls="",
+            marker=RECOMMENDED_MARKERS.get(m, "P"),
+            ms=10,
+            color="grey",
+            mec="k",
+            label=f"recommended: {m}",
+        )
+        for m in methods
+    ]
+    handles.append(Patch(color="0.85", label="20-80% depth: where the layer is chosen"))
+    titles = ("AUROC (test pairs)", "Cohen's d (test pairs)", "cosine with the next layer")
+    ylabels = ("AUROC", "Cohen's d", "cosine(layer, layer + 1)")
+    for ax, title, ylabel in zip(axes, titles, ylabels, strict=True):
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("layer")
+        ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
-    axes[0].set_ylim(0.4, 1.02)
-    axes[0].legend(fontsize=7)
+    axes[0].set_ylim(0.4, 1.05)
+    axes[0].axhline(0.5, color="grey", lw=0.8, ls=":")
+    axes[1].axhline(0.0, color="grey", lw=0.8, ls=":")
     name = evaluations[0].trait if evaluations else ""
-    fig.suptitle(f"{name}: vector quality per layer", fontsize=11)
-    fig.tight_layout()
-    return _save(fig, path)
+    fig.suptitle(
+        f"{name}: vector quality per layer (layer chosen on validation pairs, metrics on test pairs)", fontsize=11
+    )
+    columns = min(len(handles), 5) or 1
+    fig.legend(handles=handles, loc="lower center", ncol=columns, fontsize=8, frameon=False)
+    rows_of_legend = math.ceil(len(handles) / columns)
+    fig.tight_layout(rect=(0, 0.06 + 0.045 * rows_of_legend, 1, 1))
+    return fig
+
+
+def _layer_axes(axes: Sequence[Any], evaluations: Sequence[Evaluation]) -> None:
+    """One x range for every panel (the captured layers, ±0.5) with integer ticks; a note on a panel with no data."""
+    from matplotlib.ticker import MaxNLocator
+
+    layers = sorted({layer for ev in evaluations for layer in ev.layers})
+    if not layers:
+        return
+    for ax in axes:
+        ax.set_xlim(layers[0] - 0.5, layers[-1] + 0.5)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+    values = [_finite(m.cohens_d) for ev in evaluations for m in ev.metrics]
+    if not any(math.isfinite(v) for v in values):
+        n_test = min((ev.n_test_pairs for ev in evaluations), default=0)
+        axes[1].text(0.5, 0.6, f"no finite Cohen's d: {n_test} test pair(s)", transform=axes[1].transAxes, ha="center")
+
+
+def _finite(value: float) -> float:
+    return value if math.isfinite(value) else math.nan
+
+
+def _depth_band(axes: Sequence[Any], evaluations: Sequence[Evaluation]) -> None:
+    """Shade the layers within the depth band of the evaluated model."""
+    depths = {ev.n_layers_model for ev in evaluations}
+    for depth in depths:
+        band = [layer for layer in range(depth) if in_depth_band(layer, depth)]
+        if band:
+            for ax in axes:
+                ax.axvspan(band[0] - 0.5, band[-1] + 0.5, color="0.85", alpha=0.6, lw=0, zorder=0)
 
 
 def plot_steering(

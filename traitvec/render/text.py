@@ -20,7 +20,15 @@ __all__ = [
     "format_vetting",
 ]
 
-EXTRACTION_HEADER = ["trait", "position", "method", "best layer", "AUROC", "Cohen's d", "accuracy"]
+EXTRACTION_HEADER = [
+    "trait",
+    "position",
+    "method",
+    "layer (chosen on validation)",
+    "test AUROC",
+    "test Cohen's d",
+    "test accuracy",
+]
 STEERING_HEADER = [
     "trait",
     "held-out gain [95% CI]",
@@ -63,7 +71,8 @@ def fmt(value: Any, digits: int = 1) -> str:
 
 
 def extraction_table(traits: Sequence[tuple[str, Mapping[str, Evaluation]]]) -> str:
-    """The recommended layer of every method at every position, with its held-out metrics.
+    """The recommended layer of every method at every position (chosen on the validation pairs), with its
+    metrics on the test pairs (used for nothing else).
 
     Args:
         traits: ``(trait name, {position: evaluation})`` per trait.

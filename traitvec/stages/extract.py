@@ -5,38 +5,39 @@ Outputs (paths from :class:`~traitvec.stages.layout.OutputLayout`) under
 
     activations/{position}.safetensors (+ .json)   captured activations, one file per position
     vectors/{method}-{position}.safetensors (+ .json)
-    evaluation.json, evaluation.png                 per-layer held-out metrics, recommended layers
-    extraction.json                                 resolved settings, inputs, timings
+    evaluation.json, evaluation.png                 per-layer validation/test metrics, recommended layers
+    extraction.json                                 resolved settings, inputs, timings of the last run that computed
 
-Every file records the key of the inputs it was made from (trait files, model fingerprint, layers,
-position, method, settings); a rerun skips each file whose key matches and recomputes the rest, so
-an interrupted run resumes where it stopped (:mod:`traitvec.stages.resume`). The model is only
-loaded when something must be captured. Every file is written atomically.
+Every file records the key of its inputs (trait files and pairs, :meth:`ModelPool.model_key`,
+capture format, layers, position, method, split): a rerun skips what is current and recomputes
+the rest (:mod:`traitvec.stages.resume`); a corrupt or tampered file is recomputed with a warning
+naming it; a current stage writes nothing; the model loads only when something must be captured;
+activations stream to disk; every file is written atomically.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .. import __version__
 from .._io import write_json
-from ..capture import BACKENDS, POSITIONS, Activations, Backend, Position, capture, resolve_layers
+from ..capture import BACKENDS, CAPTURE_FORMAT, Activations, Backend, capture, resolve_layers
 from ..errors import ConfigError, VectorError
-from ..evaluation import Evaluation, LayerMetrics, evaluate
+from ..evaluation import Evaluation, check_fractions, evaluate
 from ..methods import METHODS, get_method
 from ..models import LoadedModel
+from ..positions import POSITIONS, Position, check_positions
 from ..render.plots import plot_evaluation
 from ..traits import Trait
 from ..vectors import TraitVector
 from .layout import ExtractionPaths, OutputLayout
-from .resume import inputs_key, read_if_current, read_json, recorded_key
+from .resume import inputs_key, read_json, recorded_key
 
 __all__ = ["ExtractionSettings", "ExtractionResult", "extract_trait", "DEFAULT_METHODS", "DEFAULT_POSITIONS"]
 
@@ -44,6 +45,8 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_METHODS: tuple[str, ...] = ("mean-diff", "probe", "pca")
 DEFAULT_POSITIONS: tuple[Position, ...] = ("prefill-mean", "last-token")
+"""The positions of a prefill trait when none are given (conversation traits: answer-mean, answer-first-k)."""
+_TEMPLATE_KEYS = ("chat_template", "enable_thinking", "thinking")  # model-key parts that only change templated prompts
 
 
 @dataclass(frozen=True)
@@ -51,25 +54,31 @@ class ExtractionSettings:
     """What to extract.
 
     Attributes:
-        positions: capture positions.
+        positions: capture positions (``None``: ``prefill-mean`` and ``last-token`` for prefill
+            traits, ``answer-mean`` and ``answer-first-k`` for conversation traits).
         methods: vector methods.
         layers: layers (``None``: all).
         response_tokens: ``k`` for ``response-mean``.
-        test_fraction: share of pairs held out for evaluation.
+        answer_tokens: ``k`` for ``answer-first-k``.
+        validation_fraction: share of pairs that choose the recommended layer.
+        test_fraction: share of pairs the reported metrics are measured on.
         seed: split seed.
         max_batch_tokens: capture batch budget (``None``: the capture default; the pipeline uses the
             experiment's ``max_batch_tokens``).
         backend: capture backend, ``hooks`` or ``nnsight`` (same numbers; not part of the inputs key).
 
     Raises:
-        ConfigError: an unknown position, method or backend, or no position or method at all.
+        ConfigError: an unknown position, method or backend, no position or method at all, or a
+            bad number.
     """
 
-    positions: tuple[Position, ...] = DEFAULT_POSITIONS
+    positions: tuple[Position, ...] | None = None
     methods: tuple[str, ...] = DEFAULT_METHODS
     layers: tuple[int, ...] | None = None
     response_tokens: int = 5
-    test_fraction: float = 0.25
+    answer_tokens: int = 5
+    validation_fraction: float = 0.2
+    test_fraction: float = 0.2
     seed: int = 0
     max_batch_tokens: int | None = None
     backend: Backend = "hooks"
@@ -80,24 +89,30 @@ class ExtractionSettings:
                 f"ExtractionSettings.backend = {self.backend!r} is not one of {', '.join(BACKENDS)}",
                 setting="ExtractionSettings.backend",
             )
-        for position in self.positions:
-            if position not in POSITIONS:
-                raise ConfigError(
-                    f"ExtractionSettings.positions = {position!r} is not one of {', '.join(POSITIONS)}",
-                    setting="ExtractionSettings.positions",
-                )
-        for method in self.methods:
-            if method not in METHODS:
-                raise ConfigError(
-                    f"ExtractionSettings.methods = {method!r} is not one of {', '.join(METHODS)}",
-                    setting="ExtractionSettings.methods",
-                )
-        for name, chosen in (("positions", self.positions), ("methods", self.methods)):
-            if not chosen:
+        checks: tuple[tuple[str, tuple[str, ...], Any], ...] = (
+            ("positions", tuple(self.positions or ()), POSITIONS),
+            ("methods", self.methods, METHODS),
+        )
+        for name, values, known in checks:
+            for value in values:
+                if value not in known:
+                    raise ConfigError(
+                        f"ExtractionSettings.{name} = {value!r} is not one of {', '.join(known)}",
+                        setting=f"ExtractionSettings.{name}",
+                    )
+        for name, given in (("positions", self.positions), ("methods", self.methods)):
+            if given is not None and not given:
                 raise ConfigError(
                     f"ExtractionSettings.{name} is empty; choose at least one position and one method",
                     setting=f"ExtractionSettings.{name}",
                 )
+        for name in ("response_tokens", "answer_tokens"):
+            if getattr(self, name) < 1:
+                value = getattr(self, name)
+                raise ConfigError(
+                    f"ExtractionSettings.{name} = {value}; use 1 or more", setting=f"ExtractionSettings.{name}"
+                )
+        check_fractions(self.validation_fraction, self.test_fraction)
 
 
 @dataclass(frozen=True)
@@ -136,13 +151,23 @@ class _Model:
         return self.loaded
 
 
+def loaded_model_key(loaded: LoadedModel) -> dict[str, Any]:
+    """The model part of the keys for a model given as a :class:`LoadedModel` (no config to ask)."""
+    return {
+        "fingerprint": loaded.fingerprint,
+        "dtype": str(loaded.dtype).removeprefix("torch."),
+        "chat_template": loaded.use_chat_template,
+        "layers_path": loaded.layers_path,
+    }
+
+
 def extract_trait(
     trait: Trait,
     experiment_dir: str | os.PathLike[str],
     model: LoadedModel | Callable[[], LoadedModel],
     *,
     settings: ExtractionSettings | None = None,
-    model_fingerprint: str | None = None,
+    model_key: Mapping[str, Any] | None = None,
     force: bool = False,
     show_progress: bool = False,
 ) -> ExtractionResult:
@@ -153,77 +178,92 @@ def extract_trait(
         experiment_dir: ``experiments/{E}``.
         model: the loaded model, or a function that loads it (called only if needed).
         settings: positions, methods, layers and evaluation settings.
-        model_fingerprint: identifies the model without loading it (for skipping); default:
-            the loaded model's fingerprint, which forces loading.
+        model_key: what identifies the model and the settings that change its activations
+            (:meth:`ModelPool.model_key`), known without loading it; default: read from the
+            loaded model, which forces loading (as does a key whose weights fingerprint is not
+            known yet, ``"unloaded:…"``).
         force: recompute everything.
         show_progress: progress bars.
 
     Example:
-        >>> result = extract_trait(trait, "experiments/gemma-3-270m", lambda: load_model(config))
+        >>> result = extract_trait(trait, "experiments/gemma-3-270m", lambda: pool.get(config),
+        ...                        model_key=pool.model_key(config))
         >>> TraitVector.load(result.vectors["mean-diff-prefill-mean"]).layers
     """
     settings = settings or ExtractionSettings()
+    positions = check_positions(settings.positions, trait, setting="ExtractionSettings.positions")
     paths = OutputLayout(experiment_dir).extraction(trait.name)
     lazy = _Model(model)
-    fingerprint = model_fingerprint or lazy.get().fingerprint
+    key_of_model = dict(model_key) if model_key is not None else loaded_model_key(lazy.get())
+    if str(key_of_model.get("fingerprint", "")).startswith("unloaded:"):  # the weights are unknown until loaded
+        key_of_model["fingerprint"] = lazy.get().fingerprint
+    if not trait.chat:
+        key_of_model = {k: v for k, v in key_of_model.items() if k not in _TEMPLATE_KEYS}
     started = time.perf_counter()
     recomputed: list[str] = []
-    keys = _activation_keys(trait, fingerprint, settings)
-    activations = _activations(trait, paths, keys, lazy, settings, force, show_progress, recomputed)
+    keys = _activation_keys(trait, key_of_model, positions, settings)
+    activations = _activations(trait, paths, keys, lazy, positions, settings, force, show_progress, recomputed)
     vectors: dict[str, Path] = {}
-    evaluations: dict[str, Evaluation] = {}
-    previous = None if force else read_json(paths.evaluation_json)
-    eval_keys: dict[str, str] = {
-        position: inputs_key({"activations": keys[position], **_evaluation_inputs(settings)})
-        for position in settings.positions
+    fitted: dict[str, dict[str, TraitVector]] = {
+        p: _vectors(p, activations[p], paths, keys[p], settings, force, vectors, recomputed) for p in positions
     }
-    for position in settings.positions:
-        fitted = _vectors(position, activations[position], paths, keys[position], settings, force, vectors, recomputed)
-        recorded = (previous or {}).get("positions", {}).get(position)
-        if previous and recorded_key(recorded) == eval_keys[position]:
-            evaluations[position] = _evaluation_from_dict(recorded)
-        else:
-            acts = activations[position]
-            evaluations[position] = evaluate(acts, fitted, test_fraction=settings.test_fraction, seed=settings.seed)
-            recomputed.append(f"evaluation/{position}")
-    if any(r.startswith("evaluation") for r in recomputed) or not paths.evaluation_json.is_file():
-        _write_evaluation(trait, paths, evaluations, eval_keys)
-    write_json(
-        paths.extraction_json,
-        {
-            "trait": trait.name,
-            "trait_hash": trait.files_hash,
-            "n_pairs": trait.n_pairs,
-            "model": lazy.loaded.describe() if lazy.loaded is not None else {"fingerprint": fingerprint},
-            "settings": {**asdict(settings), "layers": list(settings.layers) if settings.layers else None},
-            "recomputed": recomputed,
-            "seconds": round(time.perf_counter() - started, 2),
-            "traitvec_version": __version__,
-        },
-    )
+    evaluations = _evaluations(trait, paths, keys, activations, fitted, positions, settings, force, recomputed)
+    record = read_json(paths.extraction_json)
+    if record is None and paths.extraction_json.is_file():
+        logger.warning("%s is not a readable JSON object; writing it again", paths.extraction_json)
+    if recomputed or record is None:
+        write_json(
+            paths.extraction_json,
+            {
+                "trait": trait.name,
+                "trait_hash": trait.files_hash,
+                "n_pairs": trait.n_pairs,
+                "model": lazy.loaded.describe() if lazy.loaded is not None else key_of_model,
+                "model_key": key_of_model,
+                "settings": {**asdict(settings), "positions": list(positions), "layers": _layers(settings)},
+                "recomputed": recomputed,
+                "seconds": round(time.perf_counter() - started, 2),
+                "traitvec_version": __version__,
+            },
+        )
     return ExtractionResult(paths.folder, vectors, evaluations, tuple(recomputed))
 
 
-def _activation_keys(trait: Trait, fingerprint: str, settings: ExtractionSettings) -> dict[str, str]:
+def _layers(settings: ExtractionSettings) -> list[int] | None:
+    return list(settings.layers) if settings.layers is not None else None
+
+
+def _activation_keys(
+    trait: Trait, model_key: Mapping[str, Any], positions: tuple[Position, ...], settings: ExtractionSettings
+) -> dict[str, str]:
     """The inputs key of each position's activations."""
     base = {
-        "format": 1,
+        "capture_format": CAPTURE_FORMAT,
         "trait_hash": trait.files_hash,
         "pairs": list(trait.lines),
-        "model": fingerprint,
-        "layers": list(settings.layers) if settings.layers is not None else "all",
+        "model": dict(model_key),
+        "layers": _layers(settings) or "all",
     }
     keys: dict[str, str] = {}
-    for position in settings.positions:
+    for position in positions:
         inputs: dict[str, Any] = dict(base, position=position)
         if position == "response-mean":
             inputs["response_tokens"] = settings.response_tokens
+        if position == "answer-first-k":
+            inputs["answer_tokens"] = settings.answer_tokens
         keys[position] = inputs_key(inputs)
     return keys
 
 
-def _evaluation_inputs(settings: ExtractionSettings) -> dict[str, Any]:
-    return {"methods": list(settings.methods), "test_fraction": settings.test_fraction, "seed": settings.seed}
+def _current(path: Path, key: str, force: bool) -> bool:
+    """Whether the JSON document at ``path`` records ``key``; a file there that is not a JSON object is reported."""
+    if force or not path.is_file():
+        return False
+    document = read_json(path)
+    if document is None:
+        logger.warning("%s is not a readable JSON object; recomputing it", path)
+        return False
+    return recorded_key(document) == key
 
 
 def _activations(
@@ -231,6 +271,7 @@ def _activations(
     paths: ExtractionPaths,
     keys: dict[str, str],
     model: _Model,
+    positions: tuple[Position, ...],
     settings: ExtractionSettings,
     force: bool,
     show_progress: bool,
@@ -239,14 +280,14 @@ def _activations(
     """Each position's activations: read when current, else captured (all missing positions in one pass)."""
     activations: dict[str, Activations] = {}
     missing: list[Position] = []
-    for position in settings.positions:
+    for position in positions:
         path = paths.activations(position)
-        if path.is_file() and read_if_current(path.with_suffix(".json"), keys[position], force=force) is not None:
+        if path.is_file() and _current(path.with_suffix(".json"), keys[position], force):
             try:
                 activations[position] = Activations.load(path)
                 continue
             except VectorError as err:
-                logger.warning("%s; recomputing", err)
+                logger.warning("%s; recomputing it", err)
         missing.append(position)
     if not missing:
         return activations
@@ -259,13 +300,15 @@ def _activations(
         positions=missing,
         layers=layers,
         response_tokens=settings.response_tokens,
+        answer_tokens=settings.answer_tokens,
         max_batch_tokens=settings.max_batch_tokens,
         show_progress=show_progress,
         backend=settings.backend,
+        write_to={p: paths.activations(p) for p in missing},
     )
     for name, acts in captured.items():
         acts = Activations(**{**acts.__dict__, "extra": {**acts.extra, "inputs_key": keys[name]}})
-        acts.save(paths.activations(name))
+        acts.write_sidecar(paths.activations(name))
         activations[name] = acts
         recomputed.append(f"activations/{name}")
     return activations
@@ -286,13 +329,13 @@ def _vectors(
     for name in settings.methods:
         path = paths.vector(name, position)
         key = inputs_key({"activations": activations_key, "method": name})
-        if path.is_file() and read_if_current(path.with_suffix(".json"), key, force=force) is not None:
+        if path.is_file() and _current(path.with_suffix(".json"), key, force):
             try:
                 fitted[name] = TraitVector.load(path)
                 vectors[f"{name}-{position}"] = path
                 continue
             except VectorError as err:
-                logger.warning("%s; recomputing", err)
+                logger.warning("%s; recomputing it", err)
         vector = get_method(name).fit(acts)
         vector = TraitVector(**{**vector.__dict__, "extra": {**vector.extra, "inputs_key": key}})
         vectors[f"{name}-{position}"] = vector.save(paths.vectors_dir)
@@ -301,38 +344,54 @@ def _vectors(
     return fitted
 
 
-def _write_evaluation(
-    trait: Trait, paths: ExtractionPaths, evaluations: dict[str, Evaluation], keys: dict[str, str]
-) -> None:
-    document = {
-        "trait": trait.name,
-        "traitvec_version": __version__,
-        "positions": {position: {**ev.to_dict(), "inputs_key": keys[position]} for position, ev in evaluations.items()},
-    }
-    write_json(paths.evaluation_json, document)
-    plot_evaluation(list(evaluations.values()), paths.evaluation_png)
-
-
-def _evaluation_from_dict(data: dict[str, Any]) -> Evaluation:
-    """An :class:`Evaluation` read back from ``evaluation.json`` (a null Cohen's d becomes NaN)."""
-
-    def ints(d: dict[str, Any]) -> dict[int, float]:
-        return {int(k): float(v) for k, v in d.items()}
-
-    return Evaluation(
-        trait=data["trait"],
-        position=data["position"],
-        layers=tuple(data["layers"]),
-        n_layers_model=int(data["n_layers_model"]),
-        metrics=tuple(
-            LayerMetrics(**{**m, "cohens_d": math.nan if m["cohens_d"] is None else m["cohens_d"]})
-            for m in data["metrics"]
-        ),
-        method_cosines={k: ints(v) for k, v in data["method_cosines"].items()},
-        neighbour_cosines={k: ints(v) for k, v in data["neighbour_cosines"].items()},
-        recommended={k: int(v) for k, v in data["recommended_layer"].items()},
-        best_any_depth={k: int(v) for k, v in data["best_layer_any_depth"].items()},
-        n_train_pairs=int(data["split"]["n_train_pairs"]),
-        n_test_pairs=int(data["split"]["n_test_pairs"]),
-        seed=int(data["split"]["seed"]),
-    )
+def _evaluations(
+    trait: Trait,
+    paths: ExtractionPaths,
+    keys: dict[str, str],
+    activations: Mapping[str, Activations],
+    fitted: Mapping[str, dict[str, TraitVector]],
+    positions: tuple[Position, ...],
+    settings: ExtractionSettings,
+    force: bool,
+    recomputed: list[str],
+) -> dict[str, Evaluation]:
+    """Each position's evaluation: read from ``evaluation.json`` when current, else computed; the file
+    (and its plot) rewritten only when something changed or is missing."""
+    split = {"methods": list(settings.methods), "validation_fraction": settings.validation_fraction}
+    split |= {"test_fraction": settings.test_fraction, "seed": settings.seed}
+    eval_keys: dict[str, str] = {p: inputs_key({"activations": keys[p], **split}) for p in positions}
+    document = None
+    if paths.evaluation_json.is_file() and not force:
+        document = read_json(paths.evaluation_json)
+        if document is None:
+            logger.warning("%s is not a readable JSON object; recomputing it", paths.evaluation_json)
+    evaluations: dict[str, Evaluation] = {}
+    for position in positions:
+        recorded = (document or {}).get("positions", {})
+        entry = recorded.get(position) if isinstance(recorded, dict) else None
+        if recorded_key(entry) == eval_keys[position]:
+            try:
+                evaluations[position] = Evaluation.from_dict(entry or {})
+                continue
+            except VectorError as err:
+                logger.warning("%s: %s; recomputing it", paths.evaluation_json, err)
+        evaluations[position] = evaluate(
+            activations[position],
+            fitted[position],
+            validation_fraction=settings.validation_fraction,
+            test_fraction=settings.test_fraction,
+            seed=settings.seed,
+        )
+        recomputed.append(f"evaluation/{position}")
+    if document is None or any(r.startswith("evaluation/") for r in recomputed):
+        write_json(
+            paths.evaluation_json,
+            {
+                "trait": trait.name,
+                "traitvec_version": __version__,
+                "positions": {p: {**ev.to_dict(), "inputs_key": eval_keys[p]} for p, ev in evaluations.items()},
+            },
+        )
+    if document is None or any(r.startswith("evaluation/") for r in recomputed) or not paths.evaluation_png.is_file():
+        plot_evaluation(list(evaluations.values()), paths.evaluation_png)
+    return evaluations

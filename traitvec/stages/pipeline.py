@@ -160,7 +160,7 @@ def run_pipeline(
             config.path,
             lambda: pool.get(config),
             settings=settings,
-            model_fingerprint=pool.fingerprint(config),
+            model_key=pool.model_key(config),
             force=force,
             show_progress=show_progress,
         )

@@ -1,6 +1,6 @@
 """The steering evaluation's choices that need no model: candidate layers, coherence floor, coefficient search.
 
-- :func:`candidate_layers`: the ``n`` layers with the highest held-out Cohen's d within the depth
+- :func:`candidate_layers`: the ``n`` layers with the highest validation Cohen's d within the depth
   band (:func:`traitvec.evaluation.in_depth_band`) of the steered model.
 - :func:`effective_floor`: the requested coherence floor, or the baseline's coherence minus
   :data:`BASELINE_MARGIN` when the unsteered model itself scores under the floor.
@@ -29,7 +29,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from ..evaluation import Evaluation, LayerMetrics, in_depth_band
+from ..evaluation import Evaluation
 from ..judge import JudgeScore, summarize
 from ..stats import mean_ci
 from .fluency_guard import FluencyLimits, fluency_summary
@@ -68,7 +68,7 @@ guard (:class:`~traitvec.stages.fluency_guard.FluencyLimits`)."""
 
 
 def candidate_layers(evaluation: Evaluation, method: str, n: int, n_layers_model: int) -> list[int]:
-    """The ``n`` layers of ``method`` with the highest held-out Cohen's d within the depth band, sorted.
+    """The ``n`` layers of ``method`` with the highest validation Cohen's d within the depth band, sorted.
 
     Args:
         evaluation: extraction's evaluation at the vector's position.
@@ -77,14 +77,7 @@ def candidate_layers(evaluation: Evaluation, method: str, n: int, n_layers_model
         n_layers_model: depth of the steered model (the band is relative to it); when no evaluated
             layer lies in its band, all evaluated layers compete.
     """
-    rows = evaluation.for_method(method)
-    band = [m for m in rows if in_depth_band(m.layer, n_layers_model)] or rows
-
-    def rank(m: LayerMetrics) -> tuple[float, int]:
-        d = m.cohens_d if math.isfinite(m.cohens_d) else -1e9  # undefined (written as null) ranks last
-        return (-d, m.layer)
-
-    return sorted(m.layer for m in sorted(band, key=rank)[:n])
+    return sorted(evaluation.ranked_layers(method, n, n_layers_model=n_layers_model))
 
 
 def effective_floor(requested: float, baseline_coherence: float | None) -> tuple[float, str | None]:

@@ -61,7 +61,6 @@ from ..errors import ConfigError
 from ..evaluation import Evaluation
 from ..experiments import ExperimentConfig
 from ..judge import Judge
-from ..judge.prompts import COHERENCE_TEMPLATE, trait_template
 from ..models import ModelPool
 from ..traits import Trait
 from ..vectors import TraitVector
@@ -171,17 +170,9 @@ def run_steering_eval(
 def judge_key(judge: Judge, trait: Trait) -> dict[str, Any]:
     """Everything about ``judge`` that changes ``trait``'s scores, as plain data, computed before scoring.
 
-    ``judge.key_for([trait])`` when the judge has it; otherwise the settings in ``describe()`` that
-    change scores and the hashes of the two templates this trait's steering evaluation uses.
+    ``judge.key_for([trait])`` (docs/judge.md): it does not depend on what the judge scored before.
     """
-    key_for = getattr(judge, "key_for", None)
-    if callable(key_for):
-        return dict(key_for([trait]))
-    # Until every judge has key_for (docs/judge.md): its score-changing settings and the template hashes.
-    info = judge.describe()
-    wanted = ("class", "name", "mode", "base_url_host", "min_mass", "top_logprobs", "fingerprint", "prune")
-    hashes = {"coherence": sha256_text(COHERENCE_TEMPLATE), f"trait:{trait.name}": sha256_text(trait_template(trait))}
-    return {**{k: info.get(k) for k in wanted}, "prompt_hashes": hashes}
+    return dict(judge.key_for([trait]))
 
 
 def _plan(
