@@ -24,6 +24,13 @@ from traitvec.judge.testing import JudgeServer, KeywordResponder
 KEY = "sk-test-SECRET-pipeline-4242"
 
 
+def scored(requests: list[dict]) -> int:
+    """How many requests asked for a score (every command also sends one preflight check first)."""
+    from traitvec.judge._preflight import CHECK_PROMPT
+
+    return sum(r["messages"][-1]["content"] != CHECK_PROMPT for r in requests)
+
+
 @pytest.fixture
 def judge_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
     with JudgeServer(KeywordResponder()) as server:
@@ -98,9 +105,9 @@ def test_pipeline_end_to_end_on_a_tiny_model(judge_env, tiny_experiments: Path, 
     for path in written:
         if path.is_file():
             assert KEY.encode() not in path.read_bytes(), path
-    requests = len(judge_env.requests)
+    requests, sent = scored(judge_env.requests), len(judge_env.requests)
     assert main(run_args(tiny_experiments, traits_root, "states/optimism")) == 0  # everything current
-    assert len(judge_env.requests) == requests
+    assert scored(judge_env.requests) == requests and len(judge_env.requests) == sent + 1  # the check alone
 
 
 def test_vetting_end_to_end_and_vetted_only_extraction(judge_env, tiny_experiments: Path, capsys) -> None:
@@ -251,9 +258,9 @@ def test_run_pipeline_from_python_with_settings_objects(tiny_experiments: Path) 
             )
 
         (first,) = run()
-        requests = len(server.requests)
+        requests = scored(server.requests)
         (again,) = run()  # everything current: nothing recomputed, nothing judged again
-        assert len(server.requests) == requests > 0 and made == [1, 1]
+        assert scored(server.requests) == requests > 0 and made == [1, 1]
     assert isinstance(first, tv.TraitRun) and first.trait == "states/optimism" and first.vetting is None
     assert first.extraction is not None and again.extraction is not None
     folder = tiny_experiments / experiment

@@ -256,8 +256,13 @@ class ActivationsWriter:
         self._start = 8 + len(text)
         self._block = block
         self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
-        os.pwrite(self._fd, struct.pack("<Q", len(text)) + text, 0)
-        os.ftruncate(self._fd, self._start + 2 * block)
+        try:
+            os.pwrite(self._fd, struct.pack("<Q", len(text)) + text, 0)
+            os.ftruncate(self._fd, self._start + 2 * block)
+        except BaseException:  # a full disk: no descriptor outlives the failed file
+            os.close(self._fd)
+            self._fd = -1
+            raise
 
     def write(self, rows: Sequence[int], values: torch.Tensor) -> None:
         """Put ``values[i]`` (``[n_layers, width]``) at row ``rows[i]`` for every ``i``."""
@@ -283,9 +288,11 @@ class ActivationsWriter:
     def close(self) -> None:
         """Flush the file to disk and close it (idempotent)."""
         if self._fd >= 0:
-            os.fsync(self._fd)
-            os.close(self._fd)
-            self._fd = -1
+            fd, self._fd = self._fd, -1
+            try:
+                os.fsync(fd)
+            finally:  # closed even when the flush fails (a full disk)
+                os.close(fd)
 
     def __enter__(self) -> ActivationsWriter:
         return self

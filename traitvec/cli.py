@@ -9,23 +9,60 @@ This module builds the argument parser of every subcommand and dispatches to its
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
+import os
+import re
 import sys
 from collections.abc import Callable, Sequence
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from . import __version__
+from .commands import monitor as monitor_commands
+from .commands.checks import invalid_numbers
+from .commands.options import (
+    FLOAT,
+    INT,
+    experiments_root,
+    extraction_options,
+    judge_options,
+    one_trait,
+    steering_options,
+    traits,
+    traits_root,
+)
 from .commands.settings import flag_message
 from .errors import TraitvecError
 
 __all__ = ["main", "build_parser"]
+
+# the names these helpers had when they lived here, for commands added beside the ones below
+_traits_root, _experiments_root, _extraction_options = traits_root, experiments_root, extraction_options
 
 Handler = Callable[[argparse.Namespace], int]
 _COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], str]] = {}
 
 
 class _Parser(argparse.ArgumentParser):
-    """An ArgumentParser whose errors are one line and exit status 2."""
+    """An ArgumentParser whose errors are one line and exit status 2, that never expands abbreviated flags.
+
+    Prefix matching is off (``allow_abbrev=False``): ``vet --traits X`` must never be read as
+    ``--traits-root X``. After parsing, every numeric flag is checked against its range
+    (:func:`~traitvec.commands.checks.invalid_numbers`) and all invalid ones are reported in one line.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["allow_abbrev"] = False
+        super().__init__(*args, **kwargs)
+
+    def parse_known_args(  # type: ignore[override]  # same signature; typeshed spells the overloads out
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        parsed, extras = super().parse_known_args(args, namespace)
+        problems = invalid_numbers(self, parsed)
+        if problems:
+            self.error("; ".join(problems))
+        return parsed, extras
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
@@ -40,30 +77,17 @@ def _command(name: str, help_: str, handler: str) -> Callable[[Callable[[argpars
     return register
 
 
-def _traits_root(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--traits-root",
-        default="datasets/traits",
-        metavar="R",
-        help="folder of category/trait folders (default: datasets/traits)",
-    )
-
-
-def _experiments_root(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--experiments-root",
-        default="experiments",
-        metavar="DIR",
-        help="folder of experiment folders (default: experiments)",
-    )
-
-
 @_command(
     "traits", "validate trait folders and list them with pair and question counts", "traitvec.commands.data:cmd_traits"
 )
 def _traits_args(p: argparse.ArgumentParser) -> None:
-    _traits_root(p)
-    p.add_argument("traits", nargs="*", metavar="cat/trait", help="traits to check (default: all under the root)")
+    traits_root(p)
+    p.add_argument(
+        "traits",
+        nargs="*",
+        metavar="cat/trait",
+        help="traits (or their folders) to check (default: all under the root)",
+    )
 
 
 @_command(
@@ -77,80 +101,23 @@ def _models_args(p: argparse.ArgumentParser) -> None:
 
 @_command("audit", "audit trait datasets for label leaks, clustering and confounds", "traitvec.commands.data:cmd_audit")
 def _audit_args(p: argparse.ArgumentParser) -> None:
-    _traits_root(p)
-    p.add_argument("traits", nargs="*", metavar="cat/trait", help="traits to audit (default: all under the root)")
+    traits_root(p)
+    p.add_argument(
+        "traits",
+        nargs="*",
+        metavar="cat/trait",
+        help="traits (or their folders) to audit (default: all under the root)",
+    )
     p.add_argument("--json", metavar="PATH", help="also write the full report as JSON to PATH")
-
-
-def judge_options(p: argparse.ArgumentParser) -> None:
-    """Options shared by every command that calls the judge. The API key is read from OPENAI_API_KEY only."""
-    g = p.add_argument_group("judge (the API key is read from OPENAI_API_KEY, never from a flag)")
-    g.add_argument("--judge-model", metavar="M", help="judge model (default: $TRAITVEC_JUDGE_MODEL or gpt-4.1-mini)")
-    g.add_argument("--judge-base-url", metavar="URL", help="OpenAI-compatible base URL (default: $OPENAI_BASE_URL)")
-    g.add_argument("--judge-concurrency", type=int, default=16, metavar="N", help="requests in flight (default 16)")
-    g.add_argument("--judge-cache", metavar="PATH", help="SQLite score cache (default: in traitvec's cache folder)")
-    g.add_argument(
-        "--judge-text-mode",
-        action="store_true",
-        help="ask for a written number instead of logprobs (judge models that write numbers digit by digit)",
-    )
-    g.add_argument(
-        "--local-judge",
-        metavar="MODEL",
-        help="score with this in-process model instead of an API (a smoke test, not a measurement); "
-        "used automatically, with smollm2-135m-instruct, when no API key or base URL is configured",
-    )
 
 
 @_command("judge", "score one answer with the judge (check a judge set-up)", "traitvec.commands.judge:cmd_judge")
 def _judge_args(p: argparse.ArgumentParser) -> None:
-    _traits_root(p)
-    p.add_argument("--trait", required=True, metavar="cat/trait", help="trait whose rubric scores the answer")
+    traits_root(p)
+    one_trait(p, "trait whose rubric scores the answer")
     p.add_argument("--question", required=True, help="the question the answer replies to")
     p.add_argument("--answer", required=True, help="the answer to score")
     judge_options(p)
-
-
-def _extraction_options(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("extraction")
-    g.add_argument(
-        "--position",
-        action="append",
-        metavar="P",
-        help="capture position(s): prefill-mean, last-token, response-mean (prefill traits); answer-mean, "
-        "answer-first-k, prefill-mean (conversation traits); repeat or comma-separate "
-        "(default: prefill-mean,last-token, or answer-mean,answer-first-k for conversation traits)",
-    )
-    g.add_argument(
-        "--methods",
-        action="append",
-        metavar="M",
-        help="vector methods: mean-diff, probe, pca; comma-separated (default: all three)",
-    )
-    g.add_argument("--layers", metavar="L", help="layers, e.g. 4,6,8 or 'all' (default: the config's, else all)")
-    g.add_argument("--response-tokens", type=int, default=5, metavar="K", help="k for response-mean (default 5)")
-    g.add_argument("--answer-tokens", type=int, default=5, metavar="K", help="k for answer-first-k (default 5)")
-    g.add_argument(
-        "--backend",
-        default="hooks",
-        metavar="B",
-        help="capture backend: hooks (default, fastest) or nnsight (the same numbers through an nnsight trace)",
-    )
-    g.add_argument(
-        "--vetted-only",
-        action="store_true",
-        help="use only pairs whose both sides passed scenario vetting (needs vetting.json)",
-    )
-
-
-def _number_or_off(value: str) -> float | None:
-    """A flag value that is a number, or ``off`` (``None``)."""
-    if value.strip().lower() == "off":
-        return None
-    try:
-        return float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is neither a number nor 'off'") from None
 
 
 def add_pipeline_arguments(p: argparse.ArgumentParser) -> None:
@@ -161,42 +128,16 @@ def add_pipeline_arguments(p: argparse.ArgumentParser) -> None:
         metavar="S",
         help="experiment whose model is steered (usually E's instruction-tuned sibling; default: E)",
     )
-    p.add_argument("--traits", nargs="+", required=True, metavar="cat/trait", help="traits to run")
-    _traits_root(p)
-    _experiments_root(p)
+    traits(p, "traits to run")
+    traits_root(p)
+    experiments_root(p)
     p.add_argument("--no-steering", action="store_true", help="stop after extraction and evaluation")
-    p.add_argument("--vet", action="store_true", help="run scenario vetting before extraction")
+    p.add_argument(
+        "--vet", action="store_true", help="also run scenario vetting first (off by default; see traitvec vet)"
+    )
     p.add_argument("--force", action="store_true", help="recompute every stage even when its outputs are current")
-    _extraction_options(p)
-    s = p.add_argument_group("steering evaluation")
-    s.add_argument("--steer-layers", metavar="L", help="candidate layers (default: best layers within 20-80%% depth)")
-    s.add_argument("--n-layers", type=int, default=2, metavar="N", help="how many candidate layers (default 2)")
-    s.add_argument("--coherence-floor", type=float, default=70.0, metavar="X", help="minimum coherence (default 70)")
-    s.add_argument("--max-new-tokens", type=int, default=48, metavar="N", help="answer length (default 48)")
-    s.add_argument("--questions", type=int, metavar="N", help="use only the first N steering questions")
-    s.add_argument("--samples", type=int, default=1, metavar="N", help="samples per question (>1 samples, seeded)")
-    s.add_argument("--search-steps", type=int, default=6, metavar="N", help="coefficient search rounds (default 6)")
-    s.add_argument(
-        "--fluency-margin",
-        type=_number_or_off,
-        default=1.5,
-        metavar="X",
-        help="nats of mean answer log-prob (under the unsteered model) a run may lose against the baseline "
-        "(default 1.5; 'off' disables)",
-    )
-    s.add_argument(
-        "--repetition-ceiling",
-        type=_number_or_off,
-        default=0.5,
-        metavar="X",
-        help="highest mean 3-gram repetition of a run's answers, or the baseline's + 0.15 if higher "
-        "(default 0.5; 'off' disables)",
-    )
-    s.add_argument(
-        "--no-prompting-baseline",
-        action="store_true",
-        help="skip the prompting baseline (the unsteered model asked to show the trait)",
-    )
+    extraction_options(p)
+    steering_options(p)
     judge_options(p)
 
 
@@ -205,16 +146,16 @@ def add_pipeline_arguments(p: argparse.ArgumentParser) -> None:
 )
 def _extract_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--experiment", required=True, metavar="E", help="experiment whose model extracts the vectors")
-    p.add_argument("--traits", nargs="+", required=True, metavar="cat/trait", help="traits to extract")
-    _traits_root(p)
-    _experiments_root(p)
+    traits(p, "traits to extract")
+    traits_root(p)
+    experiments_root(p)
     p.add_argument("--force", action="store_true", help="recompute even when outputs are current")
-    _extraction_options(p)
+    extraction_options(p)
 
 
 @_command(
     "run",
-    "run the whole pipeline per trait: vetting, extraction, evaluation, steering",
+    "run the pipeline per trait: extraction, evaluation and steering evaluation (with --vet, scenario vetting first)",
     "traitvec.commands.pipeline:cmd_run",
 )
 def _run_args(p: argparse.ArgumentParser) -> None:
@@ -229,17 +170,19 @@ def _vet_args(p: argparse.ArgumentParser) -> None:
 def add_vet_arguments(p: argparse.ArgumentParser) -> None:
     """Arguments of ``traitvec vet`` and ``extraction/vet_scenarios.py``."""
     p.add_argument("--experiment", required=True, metavar="E", help="experiment whose (base) model completes")
-    p.add_argument("--trait", required=True, metavar="cat/trait", help="trait to vet")
-    _traits_root(p)
-    _experiments_root(p)
-    p.add_argument("--tokens", type=int, default=24, metavar="N", help="completion length, 16-32 (default 24)")
-    p.add_argument("--threshold", type=float, default=25.0, metavar="X", help="separation needed to pass (default 25)")
+    one_trait(p, "trait to vet")
+    traits_root(p)
+    experiments_root(p)
+    p.add_argument("--tokens", type=INT, default=24, metavar="N", help="completion length, 16-32 (default 24)")
+    p.add_argument(
+        "--threshold", type=FLOAT, default=25.0, metavar="X", help="separation needed to pass, 0-100 (default 25)"
+    )
     p.add_argument(
         "--pass-score",
-        type=float,
+        type=FLOAT,
         default=50.0,
         metavar="X",
-        help="a positive scenario fails under X, a negative at or over X (default 50)",
+        help="a positive scenario fails under X, a negative at or over X; 0-100 (default 50)",
     )
     p.add_argument("--force", action="store_true", help="re-generate and re-score even when vetting.json is current")
     judge_options(p)
@@ -252,29 +195,57 @@ def add_vet_arguments(p: argparse.ArgumentParser) -> None:
 )
 def _export_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("vector", help="a vector file (.safetensors with its .json sidecar)")
-    p.add_argument("--out", required=True, help="output .gguf path")
-    p.add_argument("--layers", help="layers to export, e.g. 6 or 5,6,7 (default: all but 0)")
-    p.add_argument("--coefficient", type=float, default=1.0, help="strength in spread units (default 1.0)")
+    p.add_argument("--out", required=True, metavar="FILE", help="output .gguf file (not a folder)")
+    p.add_argument("--layers", metavar="L", help="layers to export, e.g. 6 or 5,6,7 (default: all but 0)")
+    p.add_argument(
+        "--coefficient",
+        type=FLOAT,
+        default=1.0,
+        metavar="C",
+        help="strength in spread units (multiples of each layer's activation spread), a finite number (default 1.0)",
+    )
     p.add_argument("--absolute", action="store_true", help="treat the coefficient as an absolute length")
 
 
 @_command("steer", "answer questions with and without a vector, side by side", "traitvec.commands.vectors:cmd_steer")
 def _steer_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--experiment", required=True, metavar="S", help="experiment whose model answers")
-    _experiments_root(p)
+    experiments_root(p, writes=False)
     p.add_argument("--vector", required=True, help="a vector file (.safetensors with its .json sidecar)")
-    p.add_argument("--layer", type=int, required=True, help="layer to steer")
+    p.add_argument("--layer", type=INT, required=True, metavar="L", help="decoder layer to steer (0-based)")
     p.add_argument(
         "--coefficient",
-        type=float,
+        type=FLOAT,
         action="append",
         required=True,
-        help="strength in spread units; repeat for several (all run in one batch)",
+        metavar="C",
+        help="strength in spread units (multiples of the layer's activation spread; negative pushes away "
+        "from the trait); repeat for several (all run in one batch)",
     )
-    p.add_argument("--mode", choices=("add", "ablate", "pin"), default="add")
-    p.add_argument("--positions", choices=("all", "prompt", "response"), default="all")
+    p.add_argument(
+        "--mode",
+        choices=("add", "ablate", "pin"),
+        default="add",
+        help="add: add coefficient x vector to the residual stream (default); ablate: remove the component "
+        "along the vector (the coefficient is ignored); pin: set the component along the vector to the "
+        "coefficient",
+    )
+    p.add_argument(
+        "--positions",
+        choices=("all", "prompt", "response"),
+        default="all",
+        help="which tokens are steered: all (default), prompt (the question's tokens only) or response "
+        "(the generated tokens)",
+    )
     p.add_argument("--absolute", action="store_true", help="coefficients are absolute lengths, not spread units")
-    p.add_argument("--max-new-tokens", type=int, default=64, metavar="N")
+    p.add_argument(
+        "--max-new-tokens",
+        type=INT,
+        default=64,
+        metavar="N",
+        help="answer length in tokens (default 64: longer than the pipeline's 48, since here you read the "
+        "answers yourself; the pipeline keeps answers short to bound judge and generation cost)",
+    )
     p.add_argument("questions", nargs="+", help="questions to answer")
 
 
@@ -296,11 +267,23 @@ def _results_args(p: argparse.ArgumentParser) -> None:
 )
 def _rescore_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--experiment", required=True, metavar="S", help="experiment whose steering results to re-judge")
-    p.add_argument("--traits", nargs="+", required=True, metavar="cat/trait", help="traits to re-judge")
-    _traits_root(p)
-    _experiments_root(p)
+    traits(p, "traits to re-judge")
+    traits_root(p)
+    experiments_root(p)
     p.add_argument("--run", metavar="KEY", help="re-judge this run (steering/cat/trait/runs/KEY; default: the latest)")
     judge_options(p)
+
+
+# Reading texts with vectors; their arguments are defined beside their handlers (commands/monitor.py).
+_command("monitor", "project every token of texts on trait vectors", "traitvec.commands.monitor:cmd_monitor")(
+    monitor_commands.monitor_arguments
+)
+_command(
+    "compare", "projection shift between two models on the same token ids", "traitvec.commands.monitor:cmd_compare"
+)(monitor_commands.compare_arguments)
+_command(
+    "import-pairs", "turn KTO or DPO preference data into a trait folder", "traitvec.commands.monitor:cmd_import_pairs"
+)(monitor_commands.import_pairs_arguments)
 
 
 def run_subcommand(name: str, argv: Sequence[str], prog: str) -> int:
@@ -368,6 +351,41 @@ def _dispatch(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print("traitvec: interrupted; finished outputs are kept and a rerun resumes from them", file=sys.stderr)
         return 130
+    except Exception as err:
+        code = _system_errno(err)
+        if code not in _FULL and code not in _REFUSED:
+            raise
+        print(f"traitvec: error: {_system_message(err, code)}", file=sys.stderr)
+        return 2
+
+
+_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+_REFUSED = {errno.EACCES, errno.EPERM, errno.EROFS}
+_OS_ERROR = re.compile(r"\(os error (\d+)\)")
+
+
+def _system_errno(err: Exception) -> int | None:
+    """The errno of a system error: an ``OSError``, or a safetensors error that quotes one (``(os error 28)``)."""
+    if isinstance(err, OSError):
+        return err.errno
+    found = _OS_ERROR.search(str(err)) if type(err).__name__ == "SafetensorError" else None
+    return int(found.group(1)) if found else None
+
+
+def _system_message(err: Exception, code: int | None) -> str:
+    """One line for a full disk or a refused path: what happened, where, and what to do."""
+    filename = getattr(err, "filename", None)
+    reason = (err.strerror if isinstance(err, OSError) else None) or os.strerror(code or 0)
+    if code in _FULL:  # the file is often a temporary one: name its folder
+        where = f" in {os.path.dirname(filename) or '.'}" if filename else ""
+        return (
+            f"{reason} while writing outputs{where}; free some space and rerun (every output is written "
+            "atomically, so finished files are intact and the rerun resumes from them)"
+        )
+    where = f"{filename}: " if filename else ""
+    return (
+        f"{where}{reason}; make the path readable and writable for traitvec, or point the flag that names it elsewhere"
+    )
 
 
 def _one_line(text: str) -> str:

@@ -14,8 +14,12 @@ from ..traits import list_traits, load_trait
 __all__ = ["cmd_traits", "cmd_models", "cmd_audit"]
 
 
-def _trait_names(args: argparse.Namespace) -> list[str]:
-    names = list(args.traits) or list_traits(args.traits_root)
+def _trait_names(args: argparse.Namespace, *, resolve: bool = True) -> list[str]:
+    """The traits named (``resolve``: folder paths become ``category/trait``), else every trait under the root."""
+    from ..stages.preflight import resolve_trait
+
+    given = [resolve_trait(name, args.traits_root) if resolve else name for name in args.traits]
+    names = given or list_traits(args.traits_root)
     if not names:
         raise ConfigError(
             f"no trait folders under {args.traits_root}; pass --traits-root or create category/trait folders"
@@ -25,10 +29,12 @@ def _trait_names(args: argparse.Namespace) -> list[str]:
 
 def cmd_traits(args: argparse.Namespace) -> int:
     """Validate and list traits; exit 2 when any is invalid."""
+    from ..stages.preflight import resolve_trait
+
     rows, errors = [], []
-    for name in _trait_names(args):
+    for name in _trait_names(args, resolve=False):
         try:
-            trait = load_trait(name, args.traits_root)
+            trait = load_trait(resolve_trait(name, args.traits_root), args.traits_root)
         except TraitvecError as err:
             errors.append(f"{name}: {' '.join(str(err).split())}")
             rows.append([name, "-", "-", "-", "INVALID"])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..judge import JudgeScore
-from ..traits import load_trait
+from ..stages.preflight import load_traits, prepare_judge
 from .settings import judge_from_args
 
 __all__ = ["cmd_judge", "describe_score"]
@@ -26,8 +26,8 @@ def cmd_judge(args: argparse.Namespace) -> int:
     Returns 0 when both calls produced an answer (ok or abstained) and 1 when one failed after its
     retries; a misconfiguration raises :class:`~traitvec.errors.JudgeError` (exit status 2).
     """
-    trait = load_trait(args.trait, args.traits_root)
-    judge = judge_from_args(args)
+    (trait,) = load_traits([args.trait], args.traits_root)
+    judge = prepare_judge(judge_from_args(args), [trait])
     trait_score = judge.score_trait(trait, [args.question], [args.answer])[0]
     coherence = judge.score_coherence([args.question], [args.answer])[0]
     info = judge.describe()

@@ -19,7 +19,7 @@ from ..errors import ConfigError, JudgeError, TraitvecError
 if TYPE_CHECKING:
     from ..capture import Position
     from ..experiments import ExperimentConfig
-    from ..judge import Judge
+    from ..judge import Judge, JudgeSettings
     from ..stages.extract import ExtractionSettings
     from ..stages.steer import SteeringSettings
     from ..stages.vet import VetSettings
@@ -34,6 +34,7 @@ __all__ = [
     "vet_settings",
     "judge_from_args",
     "judge_factory",
+    "judge_settings",
 ]
 
 FLAGS: dict[str, str] = {
@@ -67,6 +68,29 @@ FLAGS: dict[str, str] = {
     "run_pipeline(vetted_only=)": "--vetted-only",
     "run_pipeline(steering=)": "--no-steering",
     "run_pipeline(force=)": "--force",
+    # monitor, compare, import-pairs
+    "run_monitor(input=)": "--input",
+    "run_monitor(name=)": "--name",
+    "run_monitor(traits=)": "--traits",
+    "run_compare(experiments=)": "--experiments",
+    "run_compare(name=)": "--name",
+    "ReadoutChoice.method": "--method",
+    "ReadoutChoice.position": "--position",
+    "ReadoutChoice.layers": "--layer",
+    "MonitorSettings.rank_by": "--rank-by",
+    "MonitorSettings.top": "--top",
+    "MonitorSettings.report_texts": "--report-texts",
+    "GenerateSettings.max_new_tokens": "--max-new-tokens",
+    "GenerateSettings.steer": "--steer",
+    "GenerateSettings.coefficient": "--coefficient",
+    "GenerateSettings.layer": "--steer-layer",
+    "import_pairs(path=)": "FILE",
+    "import_pairs(format=)": "--format",
+    "import_pairs(behavior=)": "--behavior",
+    "import_pairs(out=)": "--out",
+    "import_pairs(skip_bad=)": "--skip-bad",
+    "import_pairs(holdout=)": "--holdout",
+    "import_pairs(overwrite=)": "--overwrite",
     # where things are
     "load_trait(root=)": "--traits-root",
     "load_trait(name=)": "--traits",
@@ -197,6 +221,20 @@ def judge_from_args(args: argparse.Namespace) -> Judge:
         local=args.local_judge,
         cache_path=args.judge_cache,
         concurrency=concurrency,
+        text_mode=args.judge_text_mode,
+    )
+
+
+def judge_settings(args: argparse.Namespace) -> JudgeSettings:
+    """:class:`~traitvec.judge.JudgeSettings` from the ``--judge-*`` / ``--local-judge`` options (nothing built yet)."""
+    from ..judge import JudgeSettings
+
+    return JudgeSettings(
+        model=args.judge_model,
+        base_url=args.judge_base_url,
+        local=args.local_judge,
+        cache=args.judge_cache,
+        concurrency=args.judge_concurrency,
         text_mode=args.judge_text_mode,
     )
 

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import os
+from pathlib import Path
 
+from ..errors import ConfigError
 from ..steering import Scale, Steer
 from .settings import parse_layers
 
@@ -14,6 +17,12 @@ def cmd_export(args: argparse.Namespace) -> int:
     """A vector as a llama.cpp control vector."""
     from ..vectors import TraitVector
 
+    out = Path(args.out)
+    if out.is_dir() or args.out.endswith(("/", os.sep)):
+        raise ConfigError(
+            f"--out {args.out} is a folder; give the control-vector file to write, e.g. "
+            f"{out / Path(args.vector).with_suffix('.gguf').name}"
+        )
     vector = TraitVector.load(args.vector)
     layers = parse_layers(args.layers) if args.layers else None
     path = vector.to_gguf(
@@ -37,6 +46,7 @@ def cmd_steer(args: argparse.Namespace) -> int:
 
     config = load_experiment(args.experiment, args.experiments_root)
     vector = TraitVector.load(args.vector)
+    vector.direction(args.layer)  # a layer the vector lacks fails before the model loads
     loaded = load_model(config)
     vector.check_model(loaded)
     scale: Scale = "absolute" if args.absolute else "spread"

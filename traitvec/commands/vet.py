@@ -6,24 +6,30 @@ import argparse
 import sys
 
 from ..experiments import load_experiment
-from ..models import ModelPool
-from ..render.text import format_vetting
-from ..stages.layout import OutputLayout
-from ..stages.vet import vet_trait
-from ..traits import load_trait
-from .settings import judge_from_args, vet_settings
+from ..stages.preflight import load_traits, prepare_judge
+from .settings import judge_settings, vet_settings
 
 __all__ = ["cmd_vet"]
 
 
 def cmd_vet(args: argparse.Namespace) -> int:
-    """Print the vetting report; exit 0 on pass, 1 when the separation fails."""
+    """Print the vetting report and where it was written; exit 0 on pass, 1 when the separation fails.
+
+    Everything that can fail cheaply fails before the model loads: the experiment, the trait, the
+    settings, the judge (built and checked with one request), and the experiment folder being writable.
+    """
     config = load_experiment(args.experiment, args.experiments_root)
-    trait = load_trait(args.trait, args.traits_root)
+    (trait,) = load_traits([args.trait], args.traits_root)
+    judge = prepare_judge(judge_settings(args))
+    from ..render.text import format_vetting  # these load torch: after the cheap checks
+    from ..stages.layout import OutputLayout
+    from ..stages.pipeline import CheckedPool
+    from ..stages.vet import vet_trait
+
     settings = vet_settings(args)
-    judge = judge_from_args(args)
+    pool = CheckedPool("load_experiment(root=)")
     report = vet_trait(
-        trait, config, ModelPool(), judge, settings=settings, force=args.force, show_progress=sys.stderr.isatty()
+        trait, config, pool, judge, settings=settings, force=args.force, show_progress=sys.stderr.isatty()
     )
     print(format_vetting(report))
     print(f"  written: {OutputLayout(config.path).extraction(trait.name).vetting_json}")

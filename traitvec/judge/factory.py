@@ -89,18 +89,35 @@ def make_judge(
         local = DEFAULT_LOCAL_JUDGE
     else:
         reason = "a local judge was asked for"
-    from ..models import LoadedModel, load_model
+    from ..models import LoadedModel
     from .local import LocalJudge
 
-    loaded = local if isinstance(local, LoadedModel) else load_model(DEFAULT_LOCAL_JUDGE if local is True else local)
+    name = local.name if isinstance(local, LoadedModel) else DEFAULT_LOCAL_JUDGE if local is True else local
     logger.warning(
         "traitvec: WARNING: %s, so answers are scored by the tiny in-process model %s. Its scores are a SMOKE "
         "TEST of the pipeline, NOT a measurement of the trait. For real scores set OPENAI_API_KEY, or point "
         "OPENAI_BASE_URL (make_judge(base_url=)) at an OpenAI-compatible server (vLLM, llama.cpp, Ollama).",
         reason,
-        loaded.name,
+        name,
     )
-    return LocalJudge(loaded, cache_path=cache_path)
+    if isinstance(local, LoadedModel):
+        return LocalJudge(local, cache_path=cache_path)
+    return _deferred_local_judge(name, cache_path)
+
+
+def _deferred_local_judge(name: str, cache_path: CachePath) -> Judge:
+    """A local judge that loads ``name`` when it first scores (the model key, which keys its scores, known before)."""
+    from pathlib import Path
+
+    from ..experiments import ExperimentConfig
+    from ..models import ModelPool
+    from ._deferred import DeferredModel
+    from .local import LocalJudge
+
+    pool = ModelPool()
+    config = ExperimentConfig(name="local-judge", path=Path.cwd(), model=name)
+    model_key = pool.model_key(config)  # loads the model only when nothing cheaper can tell (a hub id not cached)
+    return LocalJudge(DeferredModel(name, model_key, lambda: pool.get(config)), cache_path=cache_path)
 
 
 def _cache_arg(value: CachePath) -> CachePath:

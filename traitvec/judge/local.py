@@ -40,6 +40,7 @@ from .._io import sha256_text
 from ..batching import pad_batch
 from ..errors import JudgeError
 from ..models import LoadedModel
+from ._deferred import DeferredModel
 from .base import BaseJudge
 from .cache import cache_key, default_cache_path
 from .digits import MAX_LEVELS, DigitVocab, expected_score, may_extend, number_distribution
@@ -57,7 +58,8 @@ class LocalJudge(BaseJudge):
     """A judge that reads scores from an in-process model's next-token distributions (a smoke test).
 
     Args:
-        loaded: the model (e.g. ``load_model("smollm2-135m-instruct")``).
+        loaded: the model (e.g. ``load_model("smollm2-135m-instruct")``), or a
+            :class:`~traitvec.judge._deferred.DeferredModel` that loads when the judge first scores.
         min_mass: abstain when the probability of writing a number 0–100 is below this.
         batch_size: prompts per forward pass.
         prune: tree branches less likely than this are not expanded.
@@ -82,7 +84,7 @@ class LocalJudge(BaseJudge):
 
     def __init__(
         self,
-        loaded: LoadedModel,
+        loaded: LoadedModel | DeferredModel,
         *,
         min_mass: float = 0.25,
         batch_size: int = 8,
@@ -98,7 +100,8 @@ class LocalJudge(BaseJudge):
             raise JudgeError(f"LocalJudge batch_size={batch_size!r} is invalid; expected a positive integer")
         path = None if cache_path is False else Path(cache_path) if cache_path is not None else default_cache_path()
         super().__init__(f"local:{loaded.name}", cache_path=path)
-        self.loaded = loaded
+        self._model = loaded if isinstance(loaded, DeferredModel) else DeferredModel.of(loaded)
+        self.fingerprint: str = str(self._model.identity["fingerprint"])
         self.min_mass = float(min_mass)
         self.batch_size = int(batch_size)
         self.prune = float(prune)
@@ -108,6 +111,11 @@ class LocalJudge(BaseJudge):
         self.show_progress = show_progress
 
     # ------------------------------------------------------------------ public
+
+    @property
+    def loaded(self) -> LoadedModel:
+        """The judge's model (loaded now when it was deferred)."""
+        return self._model.get()
 
     def score_prompts(self, prompts: Sequence[JudgePrompt]) -> list[JudgeScore]:
         """Score ready-made prompts, in order (batched forward passes, cache first)."""
@@ -155,8 +163,8 @@ class LocalJudge(BaseJudge):
             "class": type(self).__name__,
             "name": self.name,
             "mode": "local",
-            "model": self.loaded.name,
-            "fingerprint": self.loaded.fingerprint,
+            "model": self._model.name,
+            "fingerprint": self.fingerprint,
             "base_url_host": None,
             "min_mass": self.min_mass,
             "prune": self.prune,
@@ -168,7 +176,7 @@ class LocalJudge(BaseJudge):
         }
 
     def __repr__(self) -> str:
-        return f"LocalJudge(model={self.loaded.name!r}, batch_size={self.batch_size}, smoke_test=True)"
+        return f"LocalJudge(model={self._model.name!r}, batch_size={self.batch_size}, smoke_test=True)"
 
     # ------------------------------------------------------------------ internals
 
@@ -179,14 +187,14 @@ class LocalJudge(BaseJudge):
     def _params(self) -> dict[str, Any]:
         params: dict[str, Any] = {"mode": "local", "min_mass": self.min_mass, "prune": self.prune,
                                   "prefix": self.answer_prefix}  # fmt: skip
-        params.update(model=self.loaded.fingerprint, dtype=str(self.loaded.dtype).removeprefix("torch."),
-                      chat_template=self.loaded.use_chat_template)  # fmt: skip
+        identity = self._model.identity
+        params.update(model=self.fingerprint, dtype=identity["dtype"], chat_template=identity["chat_template"])
         if self._custom_vocab is not None:
             params["vocab"] = self._custom_vocab
         return params
 
     def _key(self, prompt: JudgePrompt) -> str:
-        return cache_key(f"{self.name}@{self.loaded.fingerprint}", prompt.text, self._params())
+        return cache_key(f"{self.name}@{self.fingerprint}", prompt.text, self._params())
 
     def _score(self, prompt: JudgePrompt, dist: Mapping[int, float]) -> JudgeScore:
         score, mass = expected_score(dist)

@@ -1,9 +1,14 @@
 """The per-trait pipeline: (scenario vetting) → extraction (activations, vectors, evaluation) → steering evaluation.
 
 Each stage skips itself when its outputs exist and their recorded inputs are unchanged, so an
-interrupted run resumes where it stopped; models load only when a stage needs them, and the judge
-is built only when vetting or steering needs it. Every trait is validated before any work starts.
-``traitvec run`` and ``traitvec extract`` are this function behind flags.
+interrupted run resumes where it stopped. Everything that can fail cheaply fails before any model
+loads, in this order: the experiments and every trait are loaded and validated; the judge (only
+when vetting or steering will run) is built — so a smoke-test judge says so first — and checked
+with one cheap request (:func:`~traitvec.stages.preflight.prepare_judge`); an experiment's folder
+is checked writable just before its model loads (:class:`CheckedPool`). Models load only when a
+stage must compute something, the local judge's model only when something must be scored.
+``traitvec run`` and ``traitvec extract`` are this function behind flags; each
+:class:`TraitRun` says where its outputs went.
 
 Example:
     >>> import traitvec as tv
@@ -23,28 +28,26 @@ import logging
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError, TraitvecError
+from ..errors import ConfigError
 from ..experiments import DEFAULT_EXPERIMENTS_ROOT, ExperimentConfig, load_experiment
-from ..judge import Judge, make_judge
-from ..models import ModelPool
-from ..traits import DEFAULT_TRAITS_ROOT, Trait, load_trait
+from ..models import LoadedModel, ModelPool
+from ..traits import DEFAULT_TRAITS_ROOT, Trait
 from .extract import ExtractionResult, ExtractionSettings, extract_trait
-from .layout import ExtractionPaths, OutputLayout
+from .layout import STEERING_FILES, ExtractionPaths, OutputLayout
+from .preflight import JudgeSource, check_writable, load_traits, prepare_judge, resolve_trait
 from .resume import read_json
 from .steer import SteeringSettings, run_steering_eval
 from .vet import VetSettings, vet_trait
 
-__all__ = ["TraitRun", "run_pipeline", "load_traits"]
+__all__ = ["TraitRun", "run_pipeline", "load_traits", "resolve_trait", "CheckedPool", "JudgeSource"]
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_STEERING = SteeringSettings()
 """The default of :func:`run_pipeline`'s ``steering``: the protocol's defaults."""
-
-JudgeSource = Judge | Callable[[], Judge] | None
-"""A judge, a function that makes one (called once, when a stage first needs it), or None for :func:`make_judge`."""
 
 
 @dataclass
@@ -57,6 +60,8 @@ class TraitRun:
         steering: the ``results.json`` document (``None`` without steering).
         vetting: the ``vetting.json`` document (``None`` without vetting).
         notes: remarks about the run.
+        outputs: where each stage's outputs are, ``{"vetting" | "extraction" | "steering": paths}``
+            (the files that exist after the run; the vectors as their folder).
     """
 
     trait: str
@@ -64,39 +69,27 @@ class TraitRun:
     steering: dict[str, Any] | None = None
     vetting: dict[str, Any] | None = None
     notes: list[str] = field(default_factory=list)
+    outputs: dict[str, tuple[Path, ...]] = field(default_factory=dict)
 
 
-class _LazyJudge:
-    """Builds the judge the first time a stage asks for it."""
+class CheckedPool(ModelPool):
+    """A :class:`~traitvec.models.ModelPool` that checks an experiment's folder is writable before loading its model.
 
-    def __init__(self, source: JudgeSource) -> None:
-        self._judge: Judge | None = None
-        self._factory: Callable[[], Judge] = make_judge
-        if isinstance(source, Judge):
-            self._judge = source
-        elif source is not None:
-            self._factory = source
+    A model is loaded only to compute outputs of its experiment, so a read-only experiment whose
+    outputs are all current is still usable, and one that is not fails before a model loads.
+    """
 
-    def get(self) -> Judge:
-        if self._judge is None:
-            self._judge = self._factory()
-        return self._judge
+    def __init__(self, setting: str = "run_pipeline(experiments_root=)") -> None:
+        super().__init__()
+        self._setting = setting
+        self._checked: set[Path] = set()
 
-
-def load_traits(traits: Sequence[str | Trait], root: str | os.PathLike[str] = DEFAULT_TRAITS_ROOT) -> list[Trait]:
-    """Load every named trait (Trait objects pass through); one error listing every trait that failed."""
-    loaded, errors = [], []
-    for item in traits:
-        if isinstance(item, Trait):
-            loaded.append(item)
-            continue
-        try:
-            loaded.append(load_trait(item, root))
-        except TraitvecError as err:
-            errors.append(str(err))
-    if errors:
-        raise ConfigError(" | ".join(errors))
-    return loaded
+    def get(self, config: ExperimentConfig) -> LoadedModel:
+        """The model of ``config``, loaded on the first call after checking ``config.path`` is writable."""
+        if config.path not in self._checked:
+            check_writable(config.path, self._setting)
+            self._checked.add(config.path)
+        return super().get(config)
 
 
 def run_pipeline(
@@ -126,8 +119,10 @@ def run_pipeline(
             experiment's ``max_batch_tokens``.
         steering: steering-evaluation settings; ``None`` stops after extraction.
         vetting: scenario-vetting settings; ``None`` skips vetting.
-        judge: the judge, a function that makes it, or ``None`` for :func:`~traitvec.judge.make_judge`;
-            built only when vetting or steering first needs it.
+        judge: the judge, its settings, a function that makes it, or ``None`` for
+            :func:`~traitvec.judge.make_judge`; built and checked
+            (:func:`~traitvec.stages.preflight.prepare_judge`) before any model loads, and only when
+            vetting or steering will run.
         vetted_only: extract from the pairs whose both sides passed vetting (needs ``vetting.json``).
         traits_root: folder of ``category/trait`` folders.
         experiments_root: folder of experiment folders.
@@ -135,7 +130,8 @@ def run_pipeline(
         show_progress: progress bars.
 
     Raises:
-        TraitvecError: an unknown experiment or trait, bad trait data, or missing vetting.
+        TraitvecError: an unknown experiment or trait, bad trait data, missing vetting, an
+            unreachable judge, or an experiment folder that cannot be written.
     """
     config = experiment if isinstance(experiment, ExperimentConfig) else load_experiment(experiment, experiments_root)
     steer_config = None
@@ -144,16 +140,21 @@ def run_pipeline(
         steer_config = chosen if isinstance(chosen, ExperimentConfig) else load_experiment(chosen, experiments_root)
     loaded_traits = load_traits(traits, traits_root)
     settings = _extraction_settings(extraction, config)
-    pool = ModelPool()
-    lazy_judge = _LazyJudge(judge)
+    the_judge = (
+        prepare_judge(judge, loaded_traits if steering is not None else ())
+        if vetting is not None or steering is not None
+        else None
+    )
+    pool = CheckedPool()
     layout = OutputLayout(config.path)
     runs = []
     for trait in loaded_traits:
         run = TraitRun(trait.name)
         paths = layout.extraction(trait.name)
         if vetting is not None:
+            assert the_judge is not None
             run.vetting = vet_trait(
-                trait, config, pool, lazy_judge.get(), settings=vetting, force=force, show_progress=show_progress
+                trait, config, pool, the_judge, settings=vetting, force=force, show_progress=show_progress
             )
         run.extraction = extract_trait(
             _vetted(trait, paths, lambda: pool.model_key(config)) if vetted_only else trait,
@@ -165,18 +166,37 @@ def run_pipeline(
             show_progress=show_progress,
         )
         if steering is not None and steer_config is not None:
+            assert the_judge is not None
             run.steering = run_steering_eval(
                 trait,
                 run.extraction,
                 steer_config,
                 pool,
-                lazy_judge.get(),
+                the_judge,
                 settings=steering,
                 force=force,
                 show_progress=show_progress,
             )
+        run.outputs = _outputs(run, layout, OutputLayout(steer_config.path) if steer_config is not None else None)
         runs.append(run)
     return runs
+
+
+def _outputs(run: TraitRun, layout: OutputLayout, steer_layout: OutputLayout | None) -> dict[str, tuple[Path, ...]]:
+    """Where each stage of ``run`` left its outputs (existing files only; the vectors as their folder)."""
+    paths = layout.extraction(run.trait)
+    found: dict[str, tuple[Path, ...]] = {}
+    if run.vetting is not None:
+        found["vetting"] = (paths.vetting_json,)
+    if run.extraction is not None:
+        found["extraction"] = (paths.vectors_dir, paths.evaluation_json, paths.evaluation_png)
+    if run.steering is not None and steer_layout is not None:
+        steering = steer_layout.steering(run.trait)
+        plots = [steering.folder / name for name in STEERING_FILES if name.endswith(".png")]
+        run_folder = run.steering.get("run_folder")  # the run's own folder, of which these are a copy
+        extra = (steering.folder / run_folder,) if isinstance(run_folder, str) else ()
+        found["steering"] = (steering.results_md, steering.results_json, *plots, *extra)
+    return {stage: tuple(p for p in files if p.exists()) for stage, files in found.items()}
 
 
 def _extraction_settings(extraction: ExtractionSettings | None, config: ExperimentConfig) -> ExtractionSettings:
@@ -188,7 +208,10 @@ def _extraction_settings(extraction: ExtractionSettings | None, config: Experime
 
 
 def _vetted(trait: Trait, paths: ExtractionPaths, model_key: Callable[[], dict[str, Any]]) -> Trait:
-    """The pairs of ``trait`` whose both sides passed vetting on this model, as recorded in ``vetting.json``."""
+    """The pairs of ``trait`` whose both sides passed vetting on this model, as recorded in ``vetting.json``.
+
+    ``model_key`` is asked only once ``vetting.json`` is there (for a hub model it may load the model).
+    """
     path = paths.vetting_json
     data = read_json(path)
     if data is None:
