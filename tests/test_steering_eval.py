@@ -93,6 +93,13 @@ def test_one_ok_coherence_score_of_ten_is_too_few_to_pass_the_floor() -> None:
     assert coherence_verdict([response(0, 3, 1.0, 50, None)], 0) == "unscored"
 
 
+def test_a_run_whose_trait_scores_mostly_failed_does_not_count() -> None:
+    """Coherence scored on every answer, the trait on 4 of 10: the run's gain rests on 4 answers."""
+    responses = [response(i, 3, 1.0, 90 if i < 4 else None, 80) for i in range(10)]
+    assert coherence_verdict(responses, 70) == "too few scored" and not is_coherent(responses, 70)
+    assert coherence_verdict(responses, 70, min_scored=0.4) == "coherent"
+
+
 def test_intervals_count_each_question_once_when_sampling() -> None:
     rng = random.Random(3)
     scores = {(q, s): rng.uniform(0, 100) for q in range(4) for s in range(5)}
