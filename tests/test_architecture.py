@@ -31,6 +31,7 @@ LAYERS: dict[str, int] = {
     "judge": 3, "audit": 3, "render": 3,
     "capture": 2, "capture_nnsight": 2, "positions": 2, "generation": 2, "steering": 2, "fluency": 2,
     "activations": 1, "methods": 1, "vectors": 1, "evaluation": 1, "metrics": 1, "preference": 1, "_preference_rows": 1,
+    "monitor": 2,  # per-token projections of texts
     "traits": 0, "_trait_files": 0, "_trait_paths": 0, "conversations": 0, "experiments": 0, "embedded": 0,
     "models": 0, "_model_source": 0, "_fingerprint": 0, "layers": 0,
     "hooks": 0, "prompting": 0, "batching": 0, "_io": 0, "stats": 0, "errors": 0,

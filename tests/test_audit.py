@@ -631,6 +631,9 @@ def test_checks_run_from_the_registry_in_report_order() -> None:
         "syntactic_uniformity",
         "vocabulary_clustering",
         "cross_distribution",
+        "answer_only_difference",
+        "answer_length_confound",
+        "answer_opener_leak",
         "definition_format",
         "definition_length",
         "steering_questions",
@@ -638,7 +641,9 @@ def test_checks_run_from_the_registry_in_report_order() -> None:
     )
     assert [c.family for c in CATALOG] == sorted((c.family for c in CATALOG), key=FAMILIES.index)
     assert {c.name: c.needs for c in CATALOG if c.family == "files"} == dict.fromkeys(CHECKS[-4:], "trait")
-    assert all(c.needs == "pairs" for c in CATALOG if c.family != "files") and all(c.doc for c in CATALOG)
+    assert {c.name: c.needs for c in CATALOG if c.family == "conversations"} == dict.fromkeys(CHECKS[-7:-4], "trait")
+    assert all(c.needs == "pairs" for c in CATALOG if c.family not in ("files", "conversations"))
+    assert all(c.doc for c in CATALOG)
 
 
 def test_a_registered_check_joins_the_catalogue(monkeypatch: pytest.MonkeyPatch, root: Path) -> None:

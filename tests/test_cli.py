@@ -705,3 +705,24 @@ def test_a_trait_folder_path_is_accepted_wherever_a_trait_is(
     write_trait(tmp_path / "elsewhere", "x", POSITIVE, NEGATIVE)
     assert main(["traits", "--traits-root", "traits", str(outside)]) == 2
     assert len(errors(capsys)) == 1
+
+
+@pytest.mark.parametrize("command", ["extract", "run"])
+def test_an_offline_hub_id_is_one_line_and_loads_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys, command: str
+) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # an empty cache: the model is nowhere
+    monkeypatch.setenv("TRAITVEC_CACHE", str(tmp_path / "cache"))
+    experiments = tmp_path / "experiments"
+    (experiments / "e").mkdir(parents=True)
+    (experiments / "e" / "config.toml").write_text('model = "org/name"\n')
+    argv = [command, *extract_argv(experiments)[1:]]
+    argv[argv.index("tiny")] = "e"
+    if command == "run":
+        argv += ["--no-steering"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, lines  # no "loading org/name" before the error
+    assert "HF_HUB_OFFLINE is set" in lines[0] and "not in the local Hugging Face cache" in lines[0]

@@ -137,7 +137,8 @@ def test_malformed_rows_are_refused_with_line_numbers(tmp_path: Path) -> None:
     assert "ends with a user message" in reasons[11]
     assert '"content" must be a string' in reasons[12]
     message = str(info.value)
-    assert "10 row(s) refused" in message and "line 3: invalid JSON" in message and "skip_bad=True" in message
+    assert "10 row(s) refused" in message and "line 3: invalid JSON" in message
+    assert "use import_pairs(skip_bad=)" in message
     assert info.value.setting == "import_pairs(skip_bad=)"
     assert not out.exists() and [p.name for p in tmp_path.iterdir()] == ["data.jsonl"]
 

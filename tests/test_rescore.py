@@ -13,9 +13,12 @@ from tiny import make_model
 
 import traitvec as tv
 from traitvec.cli import main
+from traitvec.judge import JudgeScore
 from traitvec.judge.openai import OpenAIJudge
+from traitvec.judge.scores import gate_coherence
 from traitvec.judge.testing import Completion, JudgeServer, KeywordResponder, prompt_text
-from traitvec.stages.rescore import compare_judges, pearson
+from traitvec.stages.rescore import compare_judges, pearson, rescore_steering
+from traitvec.stages.rounds import rescore_failed
 
 
 def test_pearson() -> None:
@@ -162,7 +165,7 @@ def test_rescore_asks_only_the_new_judge_and_never_loads_a_model(
         status = main(["rescore", "--experiment", "tiny", "--traits", "test/optimism", *roots, *judge])
         assert status == 0
         assert first.request_count == 0
-        assert second.request_count == 2 * len(distinct)  # trait and coherence of every distinct answer, once
+        assert second.request_count == 3 * len(distinct)  # trait, coherence, relevance of every distinct answer
     out = capsys.readouterr().out
     assert (folder / "results.json").read_bytes() == original  # the old results are left as they were
     (path,) = (folder / old["run_folder"]).glob("results.rescored-*.json")
@@ -183,6 +186,82 @@ def test_rescore_asks_only_the_new_judge_and_never_loads_a_model(
     assert baseline_row["difference"] == pytest.approx(baseline_row["new"] - baseline_row["old"])
     assert comparison["correlation"]["responses"]["n_trait"] == n_answers
     assert KEY not in path.read_text() and KEY not in out
+
+
+class OffTopicResponder:
+    """Every answer fluent (coherence 90) and off-topic (relevance 10); trait scores by keyword."""
+
+    def __call__(self, request: dict[str, Any]) -> Completion:
+        prompt = prompt_text(request)
+        value = 90 if "Score coherence" in prompt else 10 if "Score relevance" in prompt else 30
+        return Completion.from_probs({str(value): 1.0})
+
+
+def _every_answer(results: dict[str, Any]) -> list[dict[str, Any]]:
+    return results["responses"] + results["prompting_baseline"]["responses"]
+
+
+def test_every_coherence_score_of_a_run_goes_through_the_relevance_gate(finished: Path) -> None:
+    results = _results(finished)
+    answers = _every_answer(results)
+    assert {r["round"] for r in results["responses"]} >= {0, 1} and results["prompting_baseline"]["responses"]
+    assert results["relevance_gate"] == {"threshold": 50.0, "cap": 50.0}
+    for r in answers:  # steered, baseline and prompted alike
+        raw, relevance = JudgeScore(**r["coherence_raw"]), JudgeScore(**r["relevance"])
+        assert raw.kind == "coherence" and relevance.kind == "relevance"
+        assert relevance.score == pytest.approx(KeywordResponder.relevance(r["question"], r["text"]))
+        assert raw.score == pytest.approx(KeywordResponder.coherence(r["text"]))
+        assert r["coherence"] == gate_coherence(raw, relevance).to_dict()
+        assert r["coherence"]["relevance"] == relevance.score
+    assert set(results["prompt_hashes"]) == {"trait", "coherence", "relevance"}
+
+
+def test_rescoring_gates_coherence_with_the_new_judges_relevance(finished: Path) -> None:
+    trait = tv.load_trait("test/optimism", root=finished / "traits")
+    with JudgeServer(OffTopicResponder()) as server:
+        judge = OpenAIJudge("judge-c", base_url=server.base_url, api_key=KEY, cache_path=False)
+        outcome = rescore_steering(trait, finished / "experiments" / "tiny", judge)
+    try:
+        answers = _every_answer(outcome.results)
+        assert {r["coherence_raw"]["score"] for r in answers} == {90.0}
+        assert {r["relevance"]["score"] for r in answers} == {10.0}
+        assert {(r["coherence"]["score"], r["coherence"]["uncapped"]) for r in answers} == {(50.0, 90.0)}
+        assert outcome.results["baseline"]["coherence"]["mean"] == 50.0  # the summaries use the gated score
+        assert outcome.results["prompting_baseline"]["coherence"]["mean"] == 50.0
+    finally:
+        outcome.path.unlink()
+
+
+def _score(kind: str, score: float | None, status: str = "ok", reason: str | None = None) -> JudgeScore:
+    return JudgeScore(score, status, "logprobs", kind, reason, 1.0, "hash", "j")  # type: ignore[arg-type]
+
+
+def test_re_asking_a_failed_relevance_item_gates_its_coherence_again() -> None:
+    raw = _score("coherence", 90.0)
+    failed = _score("relevance", None, "failed", "HTTP 500")
+    response = {
+        "question": "What causes inflation?",
+        "text": "Bananas.",
+        "trait": _score("trait", 20.0).to_dict(),
+        "coherence_raw": raw.to_dict(),
+        "relevance": failed.to_dict(),
+        "coherence": gate_coherence(raw, failed).to_dict(),
+    }
+    assert response["coherence"]["score"] == 90.0  # unscored relevance: coherence left as it is
+    asked: list[tuple[str, str]] = []
+
+    def relevance(questions: Any, answers: Any) -> list[JudgeScore]:
+        asked.extend(zip(questions, answers, strict=True))
+        return [_score("relevance", 5.0) for _ in questions]
+
+    def never(questions: Any, answers: Any) -> list[JudgeScore]:
+        raise AssertionError("an ok item was asked again")
+
+    scorers = {"trait": never, "coherence_raw": never, "relevance": relevance}
+    assert rescore_failed([{"round": 0, "configs": [[1, 0.0]], "responses": [response]}], scorers) == 1
+    assert asked == [("What causes inflation?", "Bananas.")]
+    assert response["relevance"]["score"] == 5.0
+    assert (response["coherence"]["score"], response["coherence"]["uncapped"]) == (50.0, 90.0)
 
 
 def test_rescore_without_a_finished_run_is_one_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

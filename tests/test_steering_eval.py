@@ -93,6 +93,13 @@ def test_one_ok_coherence_score_of_ten_is_too_few_to_pass_the_floor() -> None:
     assert coherence_verdict([response(0, 3, 1.0, 50, None)], 0) == "unscored"
 
 
+def test_a_run_whose_trait_scores_mostly_failed_does_not_count() -> None:
+    """Coherence scored on every answer, the trait on 4 of 10: the run's gain rests on 4 answers."""
+    responses = [response(i, 3, 1.0, 90 if i < 4 else None, 80) for i in range(10)]
+    assert coherence_verdict(responses, 70) == "too few scored" and not is_coherent(responses, 70)
+    assert coherence_verdict(responses, 70, min_scored=0.4) == "coherent"
+
+
 def test_intervals_count_each_question_once_when_sampling() -> None:
     rng = random.Random(3)
     scores = {(q, s): rng.uniform(0, 100) for q in range(4) for s in range(5)}
@@ -440,6 +447,27 @@ class Interrupting:
         return self.judge.score_trait(trait, questions, answers)
 
 
+class PassesChecks:
+    """A judge that answers the one preflight check and plays ``inner`` for every score request."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    def __call__(self, request: dict[str, Any]) -> Any:
+        from traitvec.judge._preflight import CHECK_PROMPT
+
+        if request["messages"][-1]["content"] == CHECK_PROMPT:
+            return KeywordResponder()(request)
+        return self.inner(request)
+
+
+def scored(server: JudgeServer) -> int:
+    """Requests that asked for a score (each run_pipeline also sends its judge's one preflight check)."""
+    from traitvec.judge._preflight import CHECK_PROMPT
+
+    return sum(r["messages"][-1]["content"] != CHECK_PROMPT for r in list(server.requests))
+
+
 def steering_dir(root: Path, steer_experiment: str, trait: str = "test/optimism") -> Path:
     return root / "experiments" / steer_experiment / "steering" / trait
 
@@ -454,9 +482,9 @@ def test_another_steer_experiment_is_current_on_rerun_and_progress_carries_its_m
         assert recorded["steer_model"] == ModelPool().model_key(tv.load_experiment(name, world / "experiments"))
         assert len(recorded["rounds"]) == 1  # the baseline
         (first,) = steer(world, name, judge_for(server))
-        requests = server.request_count
+        requests = scored(server)
         (again,) = steer(world, name, judge_for(server))  # a new judge, no cache: a rerun would ask again
-        assert server.request_count == requests
+        assert scored(server) == requests
     assert again.steering == first.steering and first.steering["status"] == "complete"
     assert first.steering["steer_model_key"] == recorded["steer_model"]
     settings = first.steering["settings"]  # resolved: the vector's position and the layers searched
@@ -464,7 +492,7 @@ def test_another_steer_experiment_is_current_on_rerun_and_progress_carries_its_m
     assert settings["layers"] == first.steering["layers"] and len(settings["layers"]) == 1
     hashes = {r[kind]["prompt_hash"] for r in first.steering["responses"] for kind in ("trait", "coherence")}
     assert sorted(hashes) == sorted(h for kind in ("trait", "coherence") for h in first.steering["prompt_hashes"][kind])
-    assert set(first.steering["prompt_hashes"]) == {"trait", "coherence"}
+    assert set(first.steering["prompt_hashes"]) == {"trait", "coherence", "relevance"}
 
 
 def test_the_judge_key_covers_mode_host_and_min_mass_and_not_what_was_scored_before(trait_root: Path) -> None:
@@ -494,11 +522,11 @@ def test_a_resumed_run_never_mixes_two_models_answers(world: Path, caplog) -> No
         with pytest.raises(KeyboardInterrupt):
             steer(world, name, Interrupting(judge_for(server), after=2))  # baseline and round 1 on model A
         experiment(world, name, model="b")  # the same experiment now names another model
-        before = server.request_count
+        before = scored(server)
         with caplog.at_level(logging.INFO, logger="traitvec"):
             (run,) = steer(world, name, judge_for(server))
         # every round of model B (baseline, two search rounds, the prompting baseline) generated and judged anew
-        assert server.request_count - before == (3 + 1) * 3 * 2
+        assert scored(server) - before == (3 + 1) * 3 * 3  # rounds × questions × (trait, coherence, relevance)
     assert "resuming" not in caplog.text
     assert run.steering["steer_model"]["name"] == str(world / "model-b")
     assert len(list(steering_dir(world, name).glob("runs/*"))) == 2  # A's unfinished run is kept apart
@@ -513,15 +541,15 @@ def test_two_traits_resume_in_the_second_and_are_current_alone_or_in_another_ord
             # one trait after another (batched, both would be half done): the counts below assume it
             steer(world, name, Interrupting(judge_for(server), after=3 + 1 + 2), traits=traits, batch_traits=False)
         assert (steering_dir(world, name, "test/optimism") / "results.json").is_file()
-        before = server.request_count
+        before = scored(server)
         with caplog.at_level(logging.INFO, logger="traitvec"):
             both = steer(world, name, judge_for(server), traits=traits)
         assert "test/hope: resuming after 1 finished rounds" in caplog.text
-        assert server.request_count - before == 2 * 3 * 2  # only the second trait's last round and prompting
-        before = server.request_count
+        assert scored(server) - before == 2 * 3 * 3  # only the second trait's last round and prompting
+        before = scored(server)
         (alone,) = steer(world, name, judge_for(server), traits=("test/hope",))
         reversed_ = steer(world, name, judge_for(server), traits=tuple(reversed(traits)))
-        assert server.request_count == before  # current alone, and in the other order
+        assert scored(server) == before  # current alone, and in the other order
     assert alone.steering == both[1].steering == reversed_[0].steering
 
 
@@ -551,27 +579,27 @@ def test_failed_judge_items_make_a_run_not_current_and_only_they_are_asked_again
     name = experiment(world, "steer-fail")  # extracts and steers: the model is loaded before steering is keyed
     cache = world / "fail-cache.sqlite"
     # The first three requests fail (HTTP 422, not retried): the baseline's three trait items.
-    with JudgeServer(ScriptedResponder([Fault.server_error(422)] * 3)) as server:
+    with JudgeServer(PassesChecks(ScriptedResponder([Fault.server_error(422)] * 3))) as server:
         (first,) = steer(world, name, judge_for(server, cache), coherence_floor=0, own=True)
         assert first.steering["scoring"]["n_failed"] == 3 and first.steering["status"] == "some judge items failed"
         assert first.steering["scoring"]["last_error"].startswith("HTTP 422")
         run = steering_dir(world, name) / first.steering["run_folder"]
         assert (run / "progress.json").is_file()  # kept: the rerun re-asks from it
-        before = server.request_count
+        before = scored(server)
         (second,) = steer(world, name, judge_for(server, cache), coherence_floor=0, own=True)
-        assert server.request_count - before == 3  # exactly the failed items
+        assert scored(server) - before == 3  # exactly the failed items
         assert second.steering["scoring"]["n_failed"] == 0 and second.steering["status"] == "complete"
         assert not (run / "progress.json").exists()
-        before = server.request_count
+        before = scored(server)
         (third,) = steer(world, name, judge_for(server, cache), coherence_floor=0, own=True)
-        assert server.request_count == before and third.steering == second.steering
+        assert scored(server) == before and third.steering == second.steering
     ours = [(r["round"], r["question_index"], r["text"]) for r in second.steering["responses"]]
     assert ours == [(r["round"], r["question_index"], r["text"]) for r in first.steering["responses"]]
 
 
 def test_a_dead_judge_exits_nonzero_with_one_line_and_shows_unscored(world: Path, monkeypatch, capsys) -> None:
     name = experiment(world, "steer-dead")
-    with JudgeServer(ScriptedResponder([], then=Fault.server_error(422))) as server:
+    with JudgeServer(PassesChecks(ScriptedResponder([], then=Fault.server_error(422)))) as server:
         monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
         monkeypatch.setenv("OPENAI_API_KEY", KEY)
         status = main(
@@ -609,11 +637,11 @@ def test_a_dead_judge_exits_nonzero_with_one_line_and_shows_unscored(world: Path
     assert status == 1
     lines = [line for line in err.splitlines() if "the judge failed" in line]
     # baseline, one search round and the prompting baseline: 3 questions × 2 judged kinds each
-    assert len(lines) == 1 and lines[0].startswith("traitvec: error: the judge failed on 18 of 18 steering items")
+    assert len(lines) == 1 and lines[0].startswith("traitvec: error: the judge failed on 27 of 27 steering items")
     assert "HTTP 422" in lines[0] and KEY not in err
     folder = steering_dir(world, name)
     markdown = (folder / "results.md").read_text()
-    assert "**The judge failed** on 18 of 18 items" in markdown and "lower the coherence floor" not in markdown
+    assert "**The judge failed** on 27 of 27 items" in markdown and "lower the coherence floor" not in markdown
     results = json.loads((folder / "results.json").read_text())
     assert {r["verdict"] for r in results["runs"]} == {"unscored"} and results["best"] is None
     _, cells = heatmap_cells(results, results["layers"])
@@ -646,9 +674,9 @@ def test_runs_with_other_settings_keep_their_own_folders_and_are_listed(world: P
         assert long.steering["inputs_key"] in out and quick.steering["inputs_key"] in out
         (row,) = [line for line in out.splitlines() if line.startswith("*")]
         assert quick.steering["inputs_key"] in row
-        before = server.request_count
+        before = scored(server)
         (back,) = steer(world, name, judge_for(server), coherence_floor=0)  # the long run again: current
-        assert server.request_count == before and back.steering == long.steering
+        assert scored(server) == before and back.steering == long.steering
         assert json.loads((folder / "results.json").read_text())["run_folder"] == long.steering["run_folder"]
     # The held-out estimate, recomputed here from the recorded responses and the recorded split.
     results = long.steering

@@ -37,6 +37,11 @@ _EXPORTS = {
     "Steer": "steering", "SteeringHandle": "steering", "steer": "steering", "steer_rows": "steering",
     "Prompt": "traits", "Trait": "traits", "list_traits": "traits", "load_trait": "traits",
     "TraitVector": "vectors",
+    # reading texts with vectors (monitor, compare) and preference data
+    "Readout": "monitor", "encode_texts": "monitor", "read_tokens": "monitor", "project_texts": "monitor",
+    "MonitorSettings": "stages.monitor", "GenerateSettings": "stages.monitor", "run_monitor": "stages.monitor",
+    "CompareSettings": "stages.compare", "run_compare": "stages.compare", "ReadoutChoice": "stages.readouts",
+    "ImportReport": "preference", "import_pairs": "preference",
 }  # fmt: skip
 
 __all__ = [
@@ -96,6 +101,18 @@ __all__ = [
     "wrap_model",
     "OpenAIJudge",
     "LocalJudge",
+    "Readout",
+    "encode_texts",
+    "read_tokens",
+    "project_texts",
+    "MonitorSettings",
+    "GenerateSettings",
+    "run_monitor",
+    "CompareSettings",
+    "run_compare",
+    "ReadoutChoice",
+    "ImportReport",
+    "import_pairs",
 ]
 
 

@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 from . import __version__
+from .commands import monitor as monitor_commands
 from .commands.checks import invalid_numbers
 from .commands.cluster import executor_options
 from .commands.options import (
@@ -273,6 +274,18 @@ def _rescore_args(p: argparse.ArgumentParser) -> None:
     experiments_root(p)
     p.add_argument("--run", metavar="KEY", help="re-judge this run (steering/cat/trait/runs/KEY; default: the latest)")
     judge_options(p)
+
+
+# Reading texts with vectors; their arguments are defined beside their handlers (commands/monitor.py).
+_command("monitor", "project every token of texts on trait vectors", "traitvec.commands.monitor:cmd_monitor")(
+    monitor_commands.monitor_arguments
+)
+_command(
+    "compare", "projection shift between two models on the same token ids", "traitvec.commands.monitor:cmd_compare"
+)(monitor_commands.compare_arguments)
+_command(
+    "import-pairs", "turn KTO or DPO preference data into a trait folder", "traitvec.commands.monitor:cmd_import_pairs"
+)(monitor_commands.import_pairs_arguments)
 
 
 def run_subcommand(name: str, argv: Sequence[str], prog: str) -> int:

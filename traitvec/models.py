@@ -26,7 +26,9 @@ from ._model_source import (
     apply_adapter,
     check_device_map,
     from_pretrained,
+    hub_unreachable,
     loaded_fingerprint,
+    offline_message,
     quantization_config,
     resolve_device,
     resolve_dtype,
@@ -308,6 +310,15 @@ def wrap_model(
     )
 
 
+def _refuse_an_unreachable_hub_model(config: ExperimentConfig) -> None:
+    """Raise :class:`ModelError` now when ``config.model`` is a hub id that is neither cached nor reachable."""
+    source = resolve_source(config.model, config.revision, prepare=False)
+    if source.kind == "hub" and source.folder is None:
+        reason = hub_unreachable()
+        if reason is not None:
+            raise ModelError(offline_message(config.model, reason))
+
+
 class ModelPool:
     """Loads each experiment's model once, on first use, and keeps it for the stages that follow.
 
@@ -324,6 +335,7 @@ class ModelPool:
         """The model of ``config``, loaded on the first call."""
         key = config.name
         if key not in self._models:
+            _refuse_an_unreachable_hub_model(config)  # one error line, not "loading …" and then the error
             logger.info("loading %s (%s) for experiment %s", config.model, config.dtype, config.name)
             self._models[key] = load_model(config)
         return self._models[key]

@@ -198,8 +198,8 @@ def _check_arguments(source: Path, target: Path, format: str, holdout: float, ov
         )
     if target.exists() and not overwrite and (not target.is_dir() or any(target.iterdir())):
         raise ConfigError(
-            f"import_pairs(out=) = {str(target)!r} already exists; choose a new folder, or pass overwrite=True "
-            "to replace it",
+            f"import_pairs(out=) = {str(target)!r} already exists; choose a new folder, or use "
+            "import_pairs(overwrite=) to replace it",
             setting="import_pairs(overwrite=)",
         )
 
@@ -208,8 +208,8 @@ def _refused_error(source: Path, refused: Sequence[Refused]) -> RefusedRowsError
     shown = "; ".join(f"line {r.line}: {r.reason}" for r in refused[:_SHOWN])
     more = f"; … and {len(refused) - _SHOWN} more" if len(refused) > _SHOWN else ""
     return RefusedRowsError(
-        f"{source}: {len(refused)} row(s) refused — {shown}{more}; fix them, or pass skip_bad=True to import the "
-        "rest and list what was skipped",
+        f"{source}: {len(refused)} row(s) refused — {shown}{more}; fix them, or use import_pairs(skip_bad=) to "
+        "import the rest and list what was skipped",
         refused,
         setting="import_pairs(skip_bad=)",
     )

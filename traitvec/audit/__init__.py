@@ -23,6 +23,11 @@ syntactic_uniformity        error     fewer than 3 frames are needed to cover 80
 vocabulary_clustering       warning   a content word is in > 10% of one class's lines
 cross_distribution          error     a bag-of-words classifier without the trait words reaches paired
                                       accuracy >= 0.80 (warning from 0.70), binomial p < 0.05
+answer_only_difference      error     (conversation traits) a pair differs before the final answer or has
+                                      the same answer (warning: only case/spacing/argument order differ)
+answer_length_confound      error     (conversation traits) length_confound on the final answers
+answer_opener_leak          error     (conversation traits) opener_leak on the final answers; a tool-call
+                                      answer opens with "[tool call]" and its function
 definition_format           error     definition.txt missing, or no HIGH/MID/LOW band or Key line
                                       (warning: bands without score ranges)
 definition_length           warning   > 12 non-empty lines or > 200 words
@@ -39,7 +44,8 @@ explains every check, its rationale and how to fix what it finds.
 The package: :mod:`~traitvec.audit.registry` (checks register themselves with a decorator, by
 name and by what they read), one module per family of checks (:mod:`~traitvec.audit.leaks`,
 :mod:`~traitvec.audit.confounds`, :mod:`~traitvec.audit.clustering`,
-:mod:`~traitvec.audit.crossdist`, :mod:`~traitvec.audit.files`), :mod:`~traitvec.audit.checks`
+:mod:`~traitvec.audit.crossdist`, :mod:`~traitvec.audit.conversations`, :mod:`~traitvec.audit.files`),
+:mod:`~traitvec.audit.checks`
 (the families in report order), :mod:`~traitvec.audit.text` (tokens, frames, :class:`PairText`),
 :mod:`~traitvec.audit.findings`, :mod:`~traitvec.audit.config`, :mod:`~traitvec.audit.run`
 (:func:`audit_trait`, :func:`audit_traits`) and :mod:`~traitvec.audit.report` (text and JSON).

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from .clustering import check_syntactic_uniformity, check_template_clustering, check_vocabulary_clustering
 from .confounds import check_length_confound, check_person_confound
+from .conversations import check_answer_length_confound, check_answer_only_difference, check_answer_opener_leak
 from .crossdist import check_cross_distribution
 from .files import check_definition_format, check_definition_length, check_steering_overlap, check_steering_questions
 from .leaks import check_lexical_leak, check_opener_leak, check_punctuation_leak
@@ -21,6 +22,9 @@ __all__ = [
     "CHECKS",
     "FAMILIES",
     "STRUCTURE",
+    "check_answer_length_confound",
+    "check_answer_only_difference",
+    "check_answer_opener_leak",
     "check_cross_distribution",
     "check_definition_format",
     "check_definition_length",
@@ -36,8 +40,9 @@ __all__ = [
     "check_vocabulary_clustering",
 ]
 
-FAMILIES: tuple[str, ...] = ("leaks", "confounds", "clustering", "crossdist", "files")
-"""Family modules (under :mod:`traitvec.audit`) in report order: prefill checks first, then the files."""
+FAMILIES: tuple[str, ...] = ("leaks", "confounds", "clustering", "crossdist", "conversations", "files")
+"""Family modules (under :mod:`traitvec.audit`) in report order: prefill checks first, then the answers of
+conversation traits, then the files."""
 
 STRUCTURE = "structure"
 """The first finding of every report: the loader's verdict on the folder (not a registered check)."""

@@ -13,6 +13,10 @@
         results.json, results.md, trait_coherence.png, heatmap.png, projection.png
                                     a copy of the latest finished run (results.json's ``run_folder``
                                     points at its folder)
+    experiments/{E}/monitor/{name}/
+        projections.json, report.html, ranking.json, .parts/ (an unfinished run's finished groups)
+    experiments/{A}/compare/{B}/{name}/
+        compare.json, .parts/
 
 Stages ask an :class:`OutputLayout` for paths and never join names themselves. The vector file name
 is the one :meth:`TraitVector.save` writes (:func:`traitvec.vectors.vector_path`), so the layout asks
@@ -33,6 +37,7 @@ from pathlib import Path
 from ..vectors import vector_path
 
 __all__ = ["OutputLayout", "ExtractionPaths", "SteeringPaths", "SteeringRunPaths", "STEERING_FILES"]
+__all__ += ["MonitorPaths", "ComparePaths"]
 
 
 @dataclass(frozen=True)
@@ -145,6 +150,50 @@ class SteeringPaths(SteeringRunPaths):
 
 
 @dataclass(frozen=True)
+class MonitorPaths:
+    """The outputs of one monitor run (``traitvec monitor --name N``) on one experiment's model."""
+
+    folder: Path
+
+    @property
+    def projections_json(self) -> Path:
+        """Per text: tokens, offsets, special flags, per-token values and summaries per trait; provenance."""
+        return self.folder / "projections.json"
+
+    @property
+    def report_html(self) -> Path:
+        """The self-contained page of ``projections.json``."""
+        return self.folder / "report.html"
+
+    @property
+    def ranking_json(self) -> Path:
+        """Texts ranked by mean (or max) per trait, with the top and bottom examples (``--rank``)."""
+        return self.folder / "ranking.json"
+
+    @property
+    def parts_dir(self) -> Path:
+        """Finished groups of texts of an unfinished run (removed when the run completes)."""
+        return self.folder / ".parts"
+
+
+@dataclass(frozen=True)
+class ComparePaths:
+    """The outputs of one comparison of experiment A's model with experiment B's on the same token ids."""
+
+    folder: Path
+
+    @property
+    def compare_json(self) -> Path:
+        """Per trait: the projection shift B − A with Cohen's d, intervals, per text, the largest token shifts."""
+        return self.folder / "compare.json"
+
+    @property
+    def parts_dir(self) -> Path:
+        """Finished groups of texts of an unfinished comparison (removed when it completes)."""
+        return self.folder / ".parts"
+
+
+@dataclass(frozen=True)
 class OutputLayout:
     """Every output path under one experiment folder.
 
@@ -164,3 +213,11 @@ class OutputLayout:
     def steering(self, trait: str) -> SteeringPaths:
         """``steering/{category}/{trait}/`` of trait ``category/trait``."""
         return SteeringPaths(self.experiment_dir / "steering" / trait)
+
+    def monitor(self, name: str) -> MonitorPaths:
+        """``monitor/{name}/``: one monitor run."""
+        return MonitorPaths(self.experiment_dir / "monitor" / name)
+
+    def compare(self, other: str, name: str) -> ComparePaths:
+        """``compare/{other}/{name}/``: this experiment's model compared with experiment ``other``'s."""
+        return ComparePaths(self.experiment_dir / "compare" / other / name)

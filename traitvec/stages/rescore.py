@@ -35,11 +35,11 @@ from ..vectors import TraitVector
 from .fluency_guard import fluency_limits, fluency_summary
 from .layout import OutputLayout
 from .resume import inputs_key, read_json_checked
-from .rounds import Scorer, scorers_for
+from .rounds import RELEVANCE_GATE, Scorer, gate_responses, scorers_for
 from .runs import results_problem
 from .search import MIN_SCORED, Record, effective_floor, response_summary
 from .steer import judge_key
-from .steer_results import JUDGED, judged_summaries, scoring_summary
+from .steer_results import judged_summaries, prompt_hashes, scoring_summary
 
 __all__ = ["Rescored", "compare_judges", "pearson", "rescore_steering", "rescored_name"]
 
@@ -150,6 +150,7 @@ def _rejudge(responses: Sequence[dict[str, Any]], scorers: Mapping[str, Scorer])
     for kind, score in scorers.items():
         for response, result in zip(responses, score(questions, answers), strict=True):
             response[kind] = result.to_dict()
+    gate_responses(responses)
 
 
 def _rebuilt(
@@ -189,10 +190,8 @@ def _rebuilt(
             "coherence_floor": {"requested": requested, "effective": floor, "note": note},
             "judge": judge.describe(),
             "judge_key": judge_key(judge, trait),
-            "prompt_hashes": {
-                kind: sorted({r[kind]["prompt_hash"] for r in [*responses, *prompted] if r[kind].get("prompt_hash")})
-                for kind in JUDGED
-            },
+            "prompt_hashes": prompt_hashes([*responses, *prompted]),
+            "relevance_gate": dict(RELEVANCE_GATE),
             "smoke_test": bool(judge.smoke_test),
             "scoring": scoring,
             "usage": judge.usage(),

@@ -2,7 +2,8 @@
 
 :class:`RoundRunner` is what the coefficient search calls (``runner(configs, number)``): every
 configuration's answers to every question (``samples`` each) in one batched ``generate``, judged
-for the trait and for coherence, and read back by the unsteered model in one forward pass
+for the trait, for coherence and for relevance (coherence goes through the relevance gate,
+:func:`gated`), and read back by the unsteered model in one forward pass
 (:func:`traitvec.fluency.read_answers`) for the judge-free measures: the answer's fluency
 (``mean_logprob``, ``perplexity``, ``repetition``) and its projection on the vector at every
 candidate layer. The baseline is the round of coefficient 0; :meth:`RoundRunner.prompting` answers
@@ -26,6 +27,7 @@ from typing import Any
 from ..fluency import AnswerReading, read_answers
 from ..generation import Generation, fit_context, generate
 from ..judge import Judge, JudgeScore
+from ..judge.scores import RELEVANCE_CAP, RELEVANCE_THRESHOLD, gate_coherence
 from ..models import LoadedModel
 from ..prompting import PLAIN_STOP, encode_chat
 from ..steering import Steer, SteerPositions
@@ -33,7 +35,18 @@ from ..traits import Trait
 from ..vectors import TraitVector
 from .search import Record
 
-__all__ = ["RoundRunner", "Scorer", "encode_questions", "response_record", "rescore_failed", "scorers_for"]
+__all__ = [
+    "ASKED",
+    "RELEVANCE_GATE",
+    "RoundRunner",
+    "Scorer",
+    "encode_questions",
+    "gate_responses",
+    "gated",
+    "rescore_failed",
+    "response_record",
+    "scorers_for",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -44,12 +57,41 @@ Scorer = Callable[[Sequence[str], Sequence[str]], list[JudgeScore]]
 """Scores answers (paired with their questions) for one kind of judge record."""
 
 
+ASKED = ("trait", "coherence_raw", "relevance")
+"""The judge records of a response that the judge is asked for; ``coherence`` is derived (:func:`gated`)."""
+
+RELEVANCE_GATE = {"threshold": RELEVANCE_THRESHOLD, "cap": RELEVANCE_CAP}
+"""The relevance gate on every coherence score: an answer whose relevance is under ``threshold`` keeps
+at most ``cap`` coherence (:func:`traitvec.judge.scores.gate_coherence`)."""
+
+
 def scorers_for(judge: Judge, trait: Trait) -> dict[str, Scorer]:
-    """The judge calls behind each judged field of a response: ``trait`` and ``coherence``."""
+    """The judge calls behind each asked field of a response (:data:`ASKED`): ``trait``,
+    ``coherence_raw`` (the judge's coherence score) and ``relevance``."""
     return {
         "trait": lambda questions, answers: judge.score_trait(trait, questions, answers),
-        "coherence": judge.score_coherence,
+        "coherence_raw": judge.score_coherence,
+        "relevance": judge.score_relevance,
     }
+
+
+def gated(scores: Mapping[str, JudgeScore]) -> dict[str, JudgeScore]:
+    """``scores`` with ``coherence``: ``coherence_raw`` through the relevance gate (:data:`RELEVANCE_GATE`).
+
+    An off-topic answer (relevance under the threshold) keeps at most the cap; an unscored relevance
+    leaves the coherence as the judge gave it. Without both records, ``scores`` as they are.
+    """
+    if "coherence_raw" not in scores or "relevance" not in scores:
+        return dict(scores)
+    return {**scores, "coherence": gate_coherence(scores["coherence_raw"], scores["relevance"], **RELEVANCE_GATE)}
+
+
+def gate_responses(responses: Sequence[dict[str, Any]]) -> None:
+    """Recompute every recorded response's ``coherence`` from its ``coherence_raw`` and ``relevance``, in place."""
+    for response in responses:
+        if isinstance(response.get("coherence_raw"), Mapping) and isinstance(response.get("relevance"), Mapping):
+            raw, relevance = JudgeScore(**response["coherence_raw"]), JudgeScore(**response["relevance"])
+            response["coherence"] = gate_coherence(raw, relevance, **RELEVANCE_GATE).to_dict()
 
 
 def response_record(
@@ -64,7 +106,9 @@ def response_record(
 ) -> dict[str, Any]:
     """One answer as recorded in ``progress.json`` and ``results.json`` (``layer`` is ``None`` at baseline).
 
-    ``reading`` is the unsteered model's reading of the answer: its ``fluency`` and ``projections``.
+    The judge records: ``trait``, ``coherence_raw`` (the judge's coherence), ``relevance`` and
+    ``coherence`` (after the relevance gate; what the search and every summary use). ``reading`` is
+    the unsteered model's reading of the answer: its ``fluency`` and ``projections``.
     """
     projections = reading.projections
     return {
@@ -76,7 +120,7 @@ def response_record(
         "text": generation.text,
         "tokens": list(generation.tokens),
         "stopped": generation.stopped,
-        **{kind: score.to_dict() for kind, score in scores.items()},
+        **{kind: score.to_dict() for kind, score in gated(scores).items()},
         "fluency": reading.fluency(),
         "projection": None if projections is None or coefficient == 0 else projections[str(layer)],
         "projections": projections,
@@ -194,10 +238,12 @@ class RoundRunner:
 def rescore_failed(rounds: Sequence[Record], scorers: Mapping[str, Scorer]) -> int:
     """Re-ask the judge for every failed item of the recorded rounds, in place; the number re-asked.
 
-    Only items whose status is ``failed`` are sent (one call per judged field); ok and abstained
-    items keep their recorded scores. An item that fails again stays failed.
+    Only items whose status is ``failed`` are sent (one call per asked field); ok and abstained
+    items keep their recorded scores. An item that fails again stays failed. Every re-asked
+    response's gated ``coherence`` is recomputed.
     """
     asked = 0
+    touched: list[dict[str, Any]] = []
     for kind, score in scorers.items():
         failed = [r for record in rounds for r in record["responses"] if r[kind]["status"] == "failed"]
         if not failed:
@@ -207,4 +253,6 @@ def rescore_failed(rounds: Sequence[Record], scorers: Mapping[str, Scorer]) -> i
         for response, result in zip(failed, fresh, strict=True):
             response[kind] = result.to_dict()
         asked += len(failed)
+        touched += failed
+    gate_responses(touched)
     return asked

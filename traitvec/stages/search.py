@@ -63,7 +63,7 @@ Record = dict[str, Any]
 
 Verdict = Literal["coherent", "below floor", "too few scored", "unscored", "not fluent"]
 """Why a run counts or not: coherent; mean coherence under the floor; under ``min_scored`` of its
-answers scored; no answer scored at all; coherent for the judge but failing the judge-free fluency
+answers scored for coherence or for the trait (a gain measured on a few answers is no result); no answer scored at all; coherent for the judge but failing the judge-free fluency
 guard (:class:`~traitvec.stages.fluency_guard.FluencyLimits`)."""
 
 
@@ -167,6 +167,8 @@ def coherence_verdict(
     if summary["n_ok"] == 0:
         return "unscored"
     if summary["n_ok"] < min_scored * len(responses):
+        return "too few scored"
+    if _summary(responses, "trait")["n_ok"] < min_scored * len(responses):  # its gain would rest on a few answers
         return "too few scored"
     if summary["mean"] is None or summary["mean"] < floor:
         return "below floor"

@@ -7,7 +7,11 @@ Protocol (per trait):
 2. Candidate layers: ``SteeringSettings.layers``, else the ``n_layers`` layers with the highest
    held-out Cohen's d within 20–80% of depth in extraction's evaluation (:mod:`traitvec.stages.search`).
 3. Baseline: every ``steering.json`` question answered at coefficient 0 (``samples`` times each
-   when sampling), scored by the judge for the trait and for coherence.
+   when sampling), scored by the judge for the trait, for coherence and for relevance. Every
+   coherence score in the evaluation (baseline, steered, prompted) goes through the relevance
+   gate (:func:`traitvec.judge.scores.gate_coherence`): an answer that does not address its
+   question (relevance under 50) keeps at most 50 coherence, so fluent off-topic text cannot pass
+   the floor. Each answer records ``coherence_raw``, ``relevance`` and the gated ``coherence``.
 4. Adaptive search, one round per step and all candidate layers in one batched ``generate``:
    each layer starts at ``start`` (spread units, sign from the trait's ``direction``), doubles
    while the run stays coherent, then bisects (geometric mean) between the last coherent and the
@@ -67,7 +71,7 @@ from .extract import ExtractionResult
 from .fluency_guard import FluencyLimits, fluency_limits, fluency_summary
 from .layout import OutputLayout
 from .resume import inputs_key, read_if_current
-from .rounds import RoundRunner, rescore_failed, scorers_for
+from .rounds import RELEVANCE_GATE, RoundRunner, rescore_failed, scorers_for
 from .runs import mirror_run, progress_problem, results_problem
 from .search import Record, candidate_layers, effective_floor, response_summary, search
 from .steer_results import build_results, write_run
@@ -77,9 +81,10 @@ __all__ = ["SteeringSettings", "run_steering_eval", "judge_key"]
 
 logger = logging.getLogger(__name__)
 
-KEY_FORMAT = 4
+KEY_FORMAT = 5
 """Version of the steering inputs key (3: model key, judge key up front, resolved settings, cross-fitting;
-4: fluency readings and guard, prompting baseline, response steering from the last prompt position)."""
+4: fluency readings and guard, prompting baseline, response steering from the last prompt position;
+5: relevance scored for every answer and coherence gated by it)."""
 
 
 def run_steering_eval(
@@ -212,6 +217,7 @@ def _plan(
         "questions": sha256_text(json.dumps(questions)),
         "trait_hash": trait.files_hash,
         "judge": judged,
+        "relevance_gate": RELEVANCE_GATE,
         "prompting_instruction": sha256_text(prompting_instruction(trait)) if settings.prompting_baseline else None,
     }
     key = inputs_key(inputs)

@@ -23,27 +23,42 @@ from .baseline import prompting_summary
 from .fluency_guard import FluencyLimits
 from .judge_record import judge_for_trait, usage_since
 from .layout import SteeringPaths, SteeringRunPaths
+from .rounds import ASKED, RELEVANCE_GATE
 from .runs import mirror_run
 from .search import Record
 from .selection import held_out_estimate, selection_record
 from .steer_settings import Plan, sign_of
 from .steer_summary import INTERVALS, baseline_summary, best_run, prompted_summary, run_summaries
 
-__all__ = ["JUDGE_FAILED_FRACTION", "build_results", "judged_summaries", "scoring_summary", "write_run"]
+__all__ = [
+    "JUDGE_FAILED_FRACTION",
+    "build_results",
+    "judged_summaries",
+    "prompt_hashes",
+    "scoring_summary",
+    "write_run",
+]
 
 JUDGE_FAILED_FRACTION = 0.5
 """Above this fraction of failed judge items a run's ``status`` is ``judge failed``."""
 
-JUDGED = ("trait", "coherence")
+JUDGED = ("trait", "coherence", "relevance")
+"""The judge records whose prompt hashes ``results.json`` lists (``coherence`` has its raw score's prompt)."""
+
+
+def _asked(response: Mapping[str, Any]) -> tuple[str, ...]:
+    """The judge records the judge was asked for (a response from before the relevance gate: two)."""
+    return ASKED if "coherence_raw" in response else ("trait", "coherence")
 
 
 def scoring_summary(responses: Sequence[Mapping[str, Any]], judge: Judge | None = None) -> dict[str, Any]:
-    """How the judge fared on every judged item of ``responses`` (both kinds), and its last error.
+    """How the judge fared on every item it was asked for in ``responses`` (trait, coherence and
+    relevance of each), and its last error.
 
     ``last_error`` is the reason recorded with the last failed item of these responses, else the
     judge's own last error (``usage()["last_error"]``); the judge masks its key in both.
     """
-    items = [r[kind] for r in responses for kind in JUDGED]
+    items = [r[kind] for r in responses for kind in _asked(r)]
     failed = [i for i in items if i["status"] == "failed"]
     last_error: str | None = None
     if failed:
@@ -64,11 +79,12 @@ def _status(scoring: Mapping[str, Any]) -> str:
     return "judge failed" if scoring["failed_fraction"] > JUDGE_FAILED_FRACTION else "some judge items failed"
 
 
-def _prompt_hashes(responses: Sequence[Mapping[str, Any]]) -> dict[str, list[str]]:
+def prompt_hashes(responses: Sequence[Mapping[str, Any]]) -> dict[str, list[str]]:
+    """The judge prompt hashes recorded with ``responses``, per judged field (:data:`JUDGED`)."""
     hashes: dict[str, set[str]] = {}
     for r in responses:
         for kind in JUDGED:
-            digest = r[kind].get("prompt_hash")
+            digest = (r.get(kind) or {}).get("prompt_hash")
             if digest:
                 hashes.setdefault(kind, set()).add(digest)
     return {kind: sorted(v) for kind, v in sorted(hashes.items())}
@@ -130,12 +146,13 @@ def build_results(
         "layers": layers,
         "settings": {**dataclasses.asdict(settings), "layers": layers},
         "coherence_floor": {"requested": settings.coherence_floor, "effective": floor, "note": floor_note},
+        "relevance_gate": dict(RELEVANCE_GATE),
         "coefficient_unit": "spread (mean norm of mean-centred activations at extraction); sign follows direction",
         "intervals": INTERVALS,
         "questions": plan.questions,
         "judge": judge_for_trait(judge.describe(), trait.name),
         "judge_key": plan.judge_key,
-        "prompt_hashes": _prompt_hashes([*responses, *prompted]),
+        "prompt_hashes": prompt_hashes([*responses, *prompted]),
         "smoke_test": bool(judge.smoke_test),
         "scoring": scoring,
         **judged_summaries(
