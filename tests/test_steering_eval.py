@@ -569,9 +569,9 @@ def test_an_interrupt_stops_every_batched_trait_and_a_rerun_resumes_each(world: 
             both = steer(world, name, judge_for(server), traits=traits)
         assert "test/optimism: resuming after 1 finished rounds" in caplog.text  # its round 1 was checkpointed
         assert "baseline on" not in caplog.text  # both baselines were checkpointed, neither is generated again
-        before = server.request_count
+        before = scored(server)
         alone = [steer(world, name, judge_for(server), traits=(t,))[0] for t in traits]
-        assert server.request_count == before  # each is current alone
+        assert scored(server) == before  # each is current alone
     assert [run.steering for run in alone] == [run.steering for run in both]
 
 
