@@ -40,6 +40,7 @@ LAYERS: dict[str, int] = {
 SAME_LAYER: dict[str, frozenset[str]] = {
     "__main__": frozenset({"cli"}),
     "cli": frozenset({"commands"}),
+    "stages": frozenset({"executors"}),  # stages/parallel.py runs the pipeline's per-trait tasks on an executor
     "capture": frozenset({"capture_nnsight", "generation", "positions"}),
     "positions": frozenset({"generation"}),
     "generation": frozenset({"steering"}),

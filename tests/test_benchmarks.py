@@ -129,7 +129,9 @@ def test_gpu_benchmark_refuses_unknown_models_by_name() -> None:
     assert "--models gpt-9: not one of tiny-gemma2, tiny-llama" in done.stderr
 
 
-@pytest.mark.parametrize("script", ["extraction.py", "steering.py", "judge.py", "gpu.py", "monitor.py"])
+@pytest.mark.parametrize(
+    "script", ["extraction.py", "steering.py", "judge.py", "gpu.py", "monitor.py", "multi_trait.py"]
+)
 def test_benchmark_scripts_start(script: str) -> None:
     """--help imports everything a script imports at the top: a moved library name shows up here."""
     done = subprocess.run(

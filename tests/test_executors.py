@@ -34,6 +34,7 @@ from traitvec.executors import (
 from traitvec.experiments import ExperimentConfig
 
 TRAITS = ("hum/optimism", "alignment/deception")
+KEY = "sk-test-SECRET-executor-7731"
 
 
 def run_trait(out: str, trait: str, n: int, delay: float = 0.0) -> dict[str, Any]:
@@ -88,9 +89,18 @@ def ray_instance() -> Iterator[Any]:
         # here at the end) and reads the token from RAY_AUTH_TOKEN instead of writing ~/.ray/auth_token.
         env.delenv("RAY_AUTH_MODE", raising=False)
         env.setenv("RAY_AUTH_TOKEN", secrets.token_hex(32))
+        env.setenv("OPENAI_API_KEY", KEY)  # the workers' environment: tasks read the judge's key from it
         try:
             start = time.perf_counter()
-            ray.init(num_cpus=2, include_dashboard=False, _temp_dir=temp, log_to_driver=False, configure_logging=False)
+            # one logical GPU (nothing runs on it): Ray's GPU accounting, on a machine without one
+            ray.init(
+                num_cpus=2,
+                num_gpus=1,
+                include_dashboard=False,
+                _temp_dir=temp,
+                log_to_driver=False,
+                configure_logging=False,
+            )
             print(f"ray.init took {time.perf_counter() - start:.1f} s", file=sys.stderr)
             cloudpickle.register_pickle_by_value(module)  # workers cannot import tests/ by name
             yield ray
@@ -157,9 +167,18 @@ def test_ray_task_gets_its_own_resources(ray_instance: Any) -> None:
     assert got[1].get("CPU") == 2.0
 
 
+def test_ray_gives_each_task_a_gpu_when_the_cluster_has_one_and_none_is_set(ray_instance: Any) -> None:
+    got = RayExecutor(num_gpus_per_task=None).run(
+        [Task("auto", assigned), Task("none", assigned, resources=Resources(num_gpus=0))]
+    )
+    assert got[0].get("GPU") == 1.0
+    assert "GPU" not in got[1]
+    assert RayExecutor().run([Task("default", assigned)])[0].get("GPU") is None  # the constructor's default: 0
+
+
 def test_ray_refuses_a_task_no_node_can_hold(ray_instance: Any) -> None:
-    with pytest.raises(ConfigError, match=r"task 'big' asks for 1 CPU and 1 GPU .* has 2 CPU and 0 GPU") as caught:
-        RayExecutor(num_gpus_per_task=1).run([Task("big", assigned)])
+    with pytest.raises(ConfigError, match=r"task 'big' asks for 1 CPU and 2 GPU .* has 2 CPU and 1 GPU") as caught:
+        RayExecutor(num_gpus_per_task=2).run([Task("big", assigned)])
     assert caught.value.setting == "RayExecutor(num_gpus_per_task=)"
 
 
@@ -211,3 +230,221 @@ def test_resources_for_reads_the_experiment_configs() -> None:
     assert resources_for(_config("auto")).num_gpus is None  # the executor's num_gpus_per_task decides
     assert resources_for(_config("cpu"), _config(device_map="auto")).num_gpus is None
     assert resources_for(_config(device_map="auto"), gpus=4, cpus=8) == Resources(num_cpus=8, num_gpus=4)
+
+
+# ------------------------------------------------------------------ the pipeline as tasks (tiny model, judge server)
+
+PIPELINE_TRAITS = ("states/optimism", "styles/formality")
+TIMINGS = frozenset({"seconds", "finished_at", "created"})
+
+
+@pytest.fixture(scope="module")
+def tiny_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An experiments root with one experiment on a tiny random-init Llama saved to a folder."""
+    from tiny import make_model
+
+    root = tmp_path_factory.mktemp("experiments")
+    model = make_model("llama", layers=4, hidden=32, chat=True)
+    folder = root.parent / "tiny-model"
+    model.model.save_pretrained(folder)
+    model.tokenizer.save_pretrained(folder)
+    (root / "tiny").mkdir()
+    (root / "tiny" / "config.toml").write_text(f'model = "{folder}"\ndtype = "float32"\ndevice = "cpu"\n')
+    return root
+
+
+@pytest.fixture
+def judge_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    from traitvec.judge.testing import JudgeServer, KeywordResponder
+
+    with JudgeServer(KeywordResponder()) as server:
+        monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
+        monkeypatch.setenv("OPENAI_API_KEY", KEY)
+        yield server
+
+
+def pipeline_args(root: Path, *extra: str) -> list[str]:
+    from conftest import ROOT
+
+    return [
+        "run",
+        "--experiment",
+        "tiny",
+        "--traits",
+        *PIPELINE_TRAITS,
+        "--traits-root",
+        str(ROOT / "datasets" / "traits"),
+        "--experiments-root",
+        str(root),
+        "--judge-model",
+        "test-judge",
+        "--judge-cache",
+        "off",
+        "--methods",
+        "mean-diff",
+        "--position",
+        "prefill-mean",
+        "--n-layers",
+        "1",
+        "--questions",
+        "3",
+        "--search-steps",
+        "2",
+        "--max-new-tokens",
+        "6",
+        *extra,
+    ]
+
+
+def untimed(value: Any) -> Any:
+    """A JSON document without its timing fields."""
+    if isinstance(value, dict):
+        return {k: untimed(v) for k, v in value.items() if k not in TIMINGS}
+    if isinstance(value, list):
+        return [untimed(v) for v in value]
+    return value
+
+
+def outputs(folder: Path) -> dict[str, Any]:
+    """Every output file of an experiment folder: JSON without timings, other files as bytes."""
+    import json
+
+    found: dict[str, Any] = {}
+    for path in sorted(folder.rglob("*")):
+        if not path.is_file() or path.name == "config.toml":
+            continue
+        name = path.relative_to(folder).as_posix()
+        found[name] = untimed(json.loads(path.read_bytes())) if path.suffix == ".json" else path.read_bytes()
+    return found
+
+
+def _diff(a: Any, b: Any, where: str = "") -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        return [d for k in sorted(set(a) | set(b)) for d in _diff(a.get(k), b.get(k), f"{where}.{k}")]
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        return [d for i, (x, y) in enumerate(zip(a, b, strict=True)) for d in _diff(x, y, f"{where}[{i}]")]
+    return [] if a == b else [f"{where}: {str(a)[:80]} != {str(b)[:80]}"]
+
+
+def clear_outputs(folder: Path) -> None:
+    for sub in ("extraction", "steering"):
+        shutil.rmtree(folder / sub, ignore_errors=True)
+
+
+def test_ray_pipeline_tasks_write_what_the_sequential_run_writes(
+    ray_instance: Any, tiny_root: Path, judge_server: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from traitvec.cli import main
+
+    folder = tiny_root / "tiny"
+    clear_outputs(folder)
+    assert main(pipeline_args(tiny_root)) == 0  # the default: sequential, in this process
+    sequential = outputs(folder)
+    local_out = capsys.readouterr().out
+    requests = len(judge_server.requests)
+    for trait in PIPELINE_TRAITS:
+        assert f"extraction/{trait}/vectors/mean-diff-prefill-mean.safetensors" in sequential
+        assert f"extraction/{trait}/evaluation.json" in sequential
+        assert sequential[f"steering/{trait}/results.json"]["trait"] == trait
+    clear_outputs(folder)
+    assert main(pipeline_args(tiny_root, "--executor", "ray")) == 0
+    assert len(judge_server.requests) - requests >= requests  # the tasks asked the judge this test serves
+    tasked = outputs(folder)
+    assert sorted(tasked) == sorted(sequential)
+    differing = {name: _diff(tasked[name], sequential[name]) for name in sequential if tasked[name] != sequential[name]}
+    assert differing == {}
+    out = capsys.readouterr().out
+    assert out.split("Steering")[1] == local_out.split("Steering")[1]  # the same tables
+
+
+def test_ray_task_failure_names_the_trait_and_keeps_the_other(
+    ray_instance: Any, tiny_root: Path, judge_server: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from traitvec.cli import main
+
+    folder = tiny_root / "tiny"
+    clear_outputs(folder)
+    (folder / "extraction").mkdir()
+    (folder / "extraction" / "styles").write_text("a file where styles/formality's folder must go\n")
+    status = main(pipeline_args(tiny_root, "--executor", "ray"))
+    err = capsys.readouterr().err
+    assert status == 1  # not a traitvec error: the run's own exit status for a crash
+    [line] = [line for line in err.splitlines() if line.startswith("traitvec: error:")]
+    assert line.startswith("traitvec: error: 1 of 2 traits failed: styles/formality: ")
+    assert "states/optimism" not in line
+    kept = outputs(folder / "steering" / "states" / "optimism")
+    assert kept["results.json"]["trait"] == "states/optimism"
+    assert (folder / "extraction/states/optimism/vectors/mean-diff-prefill-mean.safetensors").is_file()
+    assert not (folder / "steering" / "styles").exists()
+    before = {p: p.read_bytes() for p in (folder / "steering" / "states").rglob("*") if p.is_file()}
+    (folder / "extraction" / "styles").unlink()
+    assert main(pipeline_args(tiny_root, "--executor", "ray")) == 0  # the rerun does the failed trait only
+    assert {p: p.read_bytes() for p in (folder / "steering" / "states").rglob("*") if p.is_file()} == before
+    assert (folder / "steering/styles/formality/results.json").is_file()
+
+
+def test_pipeline_tasks_carry_no_api_key_and_pin_the_checked_judge(monkeypatch: pytest.MonkeyPatch) -> None:
+    from conftest import ROOT
+    from ray import cloudpickle
+
+    from traitvec.judge import JudgeSettings
+    from traitvec.stages.parallel import pipeline_tasks
+    from traitvec.traits import load_trait
+
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:8000/v1")
+    monkeypatch.setenv("TRAITVEC_JUDGE_MODEL", "judge-from-env")
+    traits = [load_trait(name, ROOT / "datasets" / "traits") for name in PIPELINE_TRAITS]
+    tasks = pipeline_tasks(_config("cpu"), traits, judge=JudgeSettings(concurrency=4))
+    assert [t.name for t in tasks] == list(PIPELINE_TRAITS)
+    assert tasks[0].resources.num_gpus == 0.0  # a cpu experiment needs no GPU
+    pinned = tasks[0].kwargs["judge"]
+    assert pinned == JudgeSettings(model="judge-from-env", base_url="http://127.0.0.1:8000/v1", concurrency=4)
+    assert tasks[0].kwargs["needs_key"] is True
+    assert KEY.encode() not in cloudpickle.dumps(tasks)  # the key stays in the environment
+    monkeypatch.delenv("OPENAI_API_KEY")
+    monkeypatch.delenv("OPENAI_BASE_URL")
+    local = pipeline_tasks(_config("cpu"), traits[:1])[0].kwargs
+    assert (
+        local["judge"] == JudgeSettings(local=True) and local["needs_key"] is False
+    )  # the smoke-test judge, chosen here
+    assert pipeline_tasks(_config("cpu"), traits[:1], steering=None)[0].kwargs["judge"] is None  # nothing to judge
+
+
+def test_a_task_on_a_worker_without_the_key_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    from conftest import ROOT
+
+    from traitvec.errors import JudgeError
+    from traitvec.judge import JudgeSettings
+    from traitvec.stages.parallel import run_trait_task
+    from traitvec.traits import load_trait
+
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    trait = load_trait(PIPELINE_TRAITS[0], ROOT / "datasets" / "traits")
+    common: dict[str, Any] = {
+        "steer_config": None, "extraction": None, "steering": None, "vetting": None, "vetted_only": False,
+        "force": False, "cwd": os.getcwd(),
+    }  # fmt: skip
+    settings = JudgeSettings(base_url="http://127.0.0.1:9/v1", model="m")
+    with pytest.raises(JudgeError, match=r"needs OPENAI_API_KEY, which is set where the run started but not on this"):
+        run_trait_task(_config("cpu"), trait, judge=settings, needs_key=True, **common)
+    with pytest.raises(ConfigError, match=r"working folder /no/such/folder does not exist on this worker"):
+        run_trait_task(_config("cpu"), trait, judge=None, needs_key=False, **{**common, "cwd": "/no/such/folder"})
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--ray-address", "auto"], "--ray-address applies to --executor ray only"),
+        (["--gpus-per-task", "1"], "--gpus-per-task applies to --executor ray only"),
+        (["--executor", "ray", "--gpus-per-task", "-1"], "--gpus-per-task -1.0; use a number >= 0"),
+    ],
+)
+def test_executor_flags_are_checked_before_anything_runs(
+    tiny_root: Path, extra: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from traitvec.cli import main
+
+    assert main(pipeline_args(tiny_root, "--no-steering", *extra)) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("traitvec: error: ") and message in err, err

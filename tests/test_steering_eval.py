@@ -413,6 +413,7 @@ def steer(
     traits: tuple[str, ...] = ("test/optimism",),
     *,
     own: bool = False,
+    batch_traits: bool = True,
     **settings: Any,
 ) -> list[tv.TraitRun]:
     """Extract on ``tiny`` and steer ``steer_experiment`` (with ``own``: extract on it and steer it, one experiment)."""
@@ -426,6 +427,7 @@ def steer(
         judge=lambda: judge,
         traits_root=root / "traits",
         experiments_root=root / "experiments",
+        batch_traits=batch_traits,
     )
 
 
@@ -536,7 +538,8 @@ def test_two_traits_resume_in_the_second_and_are_current_alone_or_in_another_ord
     with JudgeServer(KeywordResponder()) as server:
         with pytest.raises(KeyboardInterrupt):
             # the 1st trait done (3 rounds and the prompting baseline), the 2nd: 2 rounds
-            steer(world, name, Interrupting(judge_for(server), after=3 + 1 + 2), traits=traits)
+            # one trait after another (batched, both would be half done): the counts below assume it
+            steer(world, name, Interrupting(judge_for(server), after=3 + 1 + 2), traits=traits, batch_traits=False)
         assert (steering_dir(world, name, "test/optimism") / "results.json").is_file()
         before = scored(server)
         with caplog.at_level(logging.INFO, logger="traitvec"):
@@ -548,6 +551,28 @@ def test_two_traits_resume_in_the_second_and_are_current_alone_or_in_another_ord
         reversed_ = steer(world, name, judge_for(server), traits=tuple(reversed(traits)))
         assert scored(server) == before  # current alone, and in the other order
     assert alone.steering == both[1].steering == reversed_[0].steering
+
+
+def test_an_interrupt_stops_every_batched_trait_and_a_rerun_resumes_each(world: Path, caplog) -> None:
+    import threading
+
+    name = experiment(world, "steer-batched")
+    traits = ("test/optimism", "test/hope")
+    threads = threading.active_count()
+    with JudgeServer(KeywordResponder()) as server:
+        with pytest.raises(KeyboardInterrupt):
+            # batched: both baselines (trait calls 1, 2), then the first search round of each (3, then 4 raises)
+            steer(world, name, Interrupting(judge_for(server), after=3), traits=traits)
+        assert threading.active_count() == threads + 1  # only the judge server's: no trait left waiting
+        assert not any((steering_dir(world, name, t) / "results.json").exists() for t in traits)
+        with caplog.at_level(logging.INFO, logger="traitvec"):
+            both = steer(world, name, judge_for(server), traits=traits)
+        assert "test/optimism: resuming after 1 finished rounds" in caplog.text  # its round 1 was checkpointed
+        assert "baseline on" not in caplog.text  # both baselines were checkpointed, neither is generated again
+        before = scored(server)
+        alone = [steer(world, name, judge_for(server), traits=(t,))[0] for t in traits]
+        assert scored(server) == before  # each is current alone
+    assert [run.steering for run in alone] == [run.steering for run in both]
 
 
 def test_failed_judge_items_make_a_run_not_current_and_only_they_are_asked_again(world: Path) -> None:

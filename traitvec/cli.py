@@ -20,6 +20,7 @@ from typing import Any, NoReturn
 from . import __version__
 from .commands import monitor as monitor_commands
 from .commands.checks import invalid_numbers
+from .commands.cluster import executor_options
 from .commands.options import (
     FLOAT,
     INT,
@@ -139,6 +140,7 @@ def add_pipeline_arguments(p: argparse.ArgumentParser) -> None:
     extraction_options(p)
     steering_options(p)
     judge_options(p)
+    executor_options(p)
 
 
 @_command(

@@ -14,10 +14,12 @@ from typing import TYPE_CHECKING
 
 from ..experiments import load_experiment
 from ..stages.preflight import load_traits, prepare_judge
+from .cluster import failure_line, run_on_executor, uses_executor
 from .settings import extraction_settings, judge_settings, steering_settings
 
 if TYPE_CHECKING:
     from ..evaluation import Evaluation
+    from ..executors import TaskFailure
     from ..stages.pipeline import TraitRun
 
 __all__ = ["cmd_run", "cmd_extract", "format_outputs"]
@@ -51,6 +53,7 @@ def _run(args: argparse.Namespace, *, steering: bool, vetting: bool) -> list[Tra
         vetted_only=args.vetted_only,
         force=args.force,
         show_progress=sys.stderr.isatty(),
+        batch_traits=not getattr(args, "no_batch_traits", False),
     )
 
 
@@ -90,7 +93,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     Exits 1 when the judge failed on most of a trait's steering items (one line per such trait,
     with the judge's last error): those numbers are not results, and a rerun re-asks the failed items.
     """
-    runs = _run(args, steering=not args.no_steering, vetting=args.vet)
+    failures: list[TaskFailure] = []
+    if uses_executor(args):
+        runs, failures = run_on_executor(args, steering=not args.no_steering, vetting=args.vet)
+    else:
+        runs = _run(args, steering=not args.no_steering, vetting=args.vet)
+    status = _cmd_run_tables(args, runs)
+    if failures:
+        line, failed_status = failure_line(failures, len(runs) + len(failures))
+        print(line, file=sys.stderr)
+        return max(status, failed_status)
+    return status
+
+
+def _cmd_run_tables(args: argparse.Namespace, runs: list[TraitRun]) -> int:
     from ..render.text import extraction_table, steering_table
 
     print("\nExtraction (layer chosen on validation pairs; metrics on test pairs):")

@@ -68,6 +68,13 @@ FLAGS: dict[str, str] = {
     "run_pipeline(vetted_only=)": "--vetted-only",
     "run_pipeline(steering=)": "--no-steering",
     "run_pipeline(force=)": "--force",
+    "run_pipeline(batch_traits=)": "--no-batch-traits",
+    # the executor (traitvec run --executor ray)
+    "make_executor(kind=)": "--executor",
+    "make_executor(address=)": "--ray-address",
+    "make_executor(num_gpus_per_task=)": "--gpus-per-task",
+    "RayExecutor(num_gpus_per_task=)": "--gpus-per-task",
+    "run_pipeline_tasks(traits=)": "--traits",
     # monitor, compare, import-pairs
     "run_monitor(input=)": "--input",
     "run_monitor(name=)": "--name",

@@ -65,10 +65,14 @@ def make_executor(
     kind: Literal["local", "ray"] | str = "local",
     *,
     address: str | None = None,
-    num_gpus_per_task: float = 0.0,
+    num_gpus_per_task: float | None = None,
     num_cpus_per_task: float = 1.0,
 ) -> LocalExecutor | RayExecutor:
     """Build an executor by name (``"local"`` or ``"ray"``), as the command line's ``--executor`` does.
+
+    ``address`` and the per-task resources apply to Ray only; ``num_gpus_per_task=None`` gives each
+    task one GPU when the cluster has GPUs and none otherwise (the experiments' ``device = "auto"``
+    then finds the GPU Ray assigned).
 
     Example:
         >>> make_executor("ray", address="auto", num_gpus_per_task=1)
@@ -79,6 +83,12 @@ def make_executor(
             raise ConfigError(
                 f"make_executor(address=) = {address!r} only applies to the ray executor; drop it or use kind='ray'",
                 setting="make_executor(address=)",
+            )
+        if num_gpus_per_task is not None:
+            raise ConfigError(
+                f"make_executor(num_gpus_per_task=) = {num_gpus_per_task!r} only applies to the ray executor; drop "
+                "it or use kind='ray'",
+                setting="make_executor(num_gpus_per_task=)",
             )
         return LocalExecutor()
     if kind == "ray":

@@ -6,6 +6,7 @@ Ray is optional (``pip install 'traitvec[cluster]'``) and imported only when a
 
 from __future__ import annotations
 
+import logging
 import time
 import traceback
 from collections.abc import Mapping, Sequence
@@ -15,6 +16,8 @@ from ..errors import ConfigError
 from .tasks import Outcome, Task, TaskFailure, _check_names, _execute, _failure, _log, _qualified, values
 
 __all__ = ["RayExecutor"]
+
+logger = logging.getLogger("traitvec.executors")
 
 T = TypeVar("T")
 
@@ -33,7 +36,8 @@ class RayExecutor:
     Args:
         address: ``None``, ``"auto"`` (a cluster started with ``ray start`` on this machine),
             ``"HOST:6379"`` (from a cluster node) or ``"ray://HOST:10001"`` (Ray Client).
-        num_gpus_per_task: GPUs of a task whose :class:`Resources` leaves ``num_gpus`` unset.
+        num_gpus_per_task: GPUs of a task whose :class:`Resources` leaves ``num_gpus`` unset;
+            ``None``: 1 when a live node of the cluster has a GPU, else 0 (decided at connection).
         num_cpus_per_task: CPUs of a task whose :class:`Resources` leaves ``num_cpus`` unset.
         max_retries: times Ray reruns a task whose worker died (tasks resume, so this is safe);
             an exception raised by the task is never retried.
@@ -51,7 +55,7 @@ class RayExecutor:
         self,
         address: str | None = None,
         *,
-        num_gpus_per_task: float = 0.0,
+        num_gpus_per_task: float | None = 0.0,
         num_cpus_per_task: float = 1.0,
         max_retries: int = 0,
         runtime_env: Mapping[str, Any] | None = None,
@@ -59,9 +63,13 @@ class RayExecutor:
         check_resources: bool = True,
     ) -> None:
         for setting, value in (("num_gpus_per_task", num_gpus_per_task), ("num_cpus_per_task", num_cpus_per_task)):
+            if value is None and setting == "num_gpus_per_task":
+                continue
             if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
                 raise ConfigError(
-                    f"RayExecutor({setting}=) = {value!r}; use a number >= 0", setting=f"RayExecutor({setting}=)"
+                    f"RayExecutor({setting}=) = {value!r}; use a number >= 0"
+                    + (" (or None: 1 when the cluster has GPUs)" if setting == "num_gpus_per_task" else ""),
+                    setting=f"RayExecutor({setting}=)",
                 )
         if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
             raise ConfigError(
@@ -75,6 +83,7 @@ class RayExecutor:
         self.init_options = dict(init_options or {})
         self.check_resources = check_resources
         self._started = False
+        self._gpus: float = 0.0 if num_gpus_per_task is None else num_gpus_per_task
 
     def _ray(self) -> Any:
         try:
@@ -90,6 +99,10 @@ class RayExecutor:
                 options["runtime_env"] = self.runtime_env
             ray.init(address=self.address, **options)
             self._started = True
+        if self.num_gpus_per_task is None:
+            has_gpu = any(node.get("GPU", 0.0) > 0 for node in _live_nodes(ray))
+            self._gpus = 1.0 if has_gpu else 0.0
+            logger.info("RayExecutor: %g GPU per task (the cluster has %s)", self._gpus, "GPUs" if has_gpu else "none")
         return ray
 
     def _options(self, task: Task[Any]) -> dict[str, Any]:
@@ -97,7 +110,7 @@ class RayExecutor:
         options: dict[str, Any] = {
             "name": task.name,
             "num_cpus": self.num_cpus_per_task if res.num_cpus is None else res.num_cpus,
-            "num_gpus": self.num_gpus_per_task if res.num_gpus is None else res.num_gpus,
+            "num_gpus": self._gpus if res.num_gpus is None else res.num_gpus,
             "max_retries": self.max_retries,
             "retry_exceptions": False,
         }
@@ -106,7 +119,7 @@ class RayExecutor:
         return options
 
     def _check_fits(self, ray: Any, tasks: Sequence[Task[Any]], options: list[dict[str, Any]]) -> None:
-        nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+        nodes = _live_nodes(ray)
         for task, opts in zip(tasks, options, strict=True):
             need = {"CPU": opts["num_cpus"], "GPU": opts["num_gpus"], "memory": opts.get("memory", 0)}
             if any(all(node.get(k, 0.0) >= v for k, v in need.items() if v) for node in nodes):
@@ -190,3 +203,8 @@ class RayExecutor:
             f"RayExecutor(address={self.address!r}, num_cpus_per_task={self.num_cpus_per_task!r}, "
             f"num_gpus_per_task={self.num_gpus_per_task!r}, max_retries={self.max_retries})"
         )
+
+
+def _live_nodes(ray: Any) -> list[dict[str, float]]:
+    """The resources of every live node of the cluster Ray is connected to."""
+    return [dict(n.get("Resources", {})) for n in ray.nodes() if n.get("Alive")]

@@ -252,6 +252,15 @@ class LocalExecutor:
         """Run every task; their values in order, or :class:`ExecutorError` after all have run."""
         return values(self.run_all(tasks))
 
+    def close(self) -> None:
+        """Nothing to release (for symmetry with :meth:`RayExecutor.close`)."""
+
+    def __enter__(self) -> LocalExecutor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def __repr__(self) -> str:
         return "LocalExecutor()"
 

@@ -37,6 +37,7 @@ from ..models import LoadedModel, ModelPool
 from ..traits import DEFAULT_TRAITS_ROOT, Trait
 from .extract import ExtractionResult, ExtractionSettings, extract_trait
 from .layout import STEERING_FILES, ExtractionPaths, OutputLayout
+from .multi_steer import run_steering_evals
 from .preflight import JudgeSource, check_writable, load_traits, prepare_judge, resolve_trait
 from .resume import read_json
 from .steer import SteeringSettings, run_steering_eval
@@ -106,6 +107,7 @@ def run_pipeline(
     experiments_root: str | os.PathLike[str] = DEFAULT_EXPERIMENTS_ROOT,
     force: bool = False,
     show_progress: bool = False,
+    batch_traits: bool = True,
 ) -> list[TraitRun]:
     """Run every stage for every trait and return what each produced.
 
@@ -128,6 +130,10 @@ def run_pipeline(
         experiments_root: folder of experiment folders.
         force: recompute every stage even when its outputs are current.
         show_progress: progress bars.
+        batch_traits: with several traits, vet and extract each, then run their steering
+            evaluations together, sharing one ``generate`` per search round
+            (:func:`~traitvec.stages.multi_steer.run_steering_evals`; the results are those of
+            each trait alone). ``False``: every stage of one trait, then the next trait.
 
     Raises:
         TraitvecError: an unknown experiment or trait, bad trait data, missing vetting, an
@@ -165,7 +171,7 @@ def run_pipeline(
             force=force,
             show_progress=show_progress,
         )
-        if steering is not None and steer_config is not None:
+        if steering is not None and steer_config is not None and not (batch_traits and len(loaded_traits) > 1):
             assert the_judge is not None
             run.steering = run_steering_eval(
                 trait,
@@ -177,8 +183,18 @@ def run_pipeline(
                 force=force,
                 show_progress=show_progress,
             )
-        run.outputs = _outputs(run, layout, OutputLayout(steer_config.path) if steer_config is not None else None)
         runs.append(run)
+    if steering is not None and steer_config is not None and batch_traits and len(loaded_traits) > 1:
+        assert the_judge is not None
+        items = [(trait, run.extraction) for trait, run in zip(loaded_traits, runs, strict=True) if run.extraction]
+        shared = run_steering_evals(
+            items, steer_config, pool, the_judge, settings=steering, force=force, show_progress=show_progress
+        )
+        for run, results in zip(runs, shared, strict=True):
+            run.steering = results
+    steer_layout = OutputLayout(steer_config.path) if steer_config is not None else None
+    for run in runs:
+        run.outputs = _outputs(run, layout, steer_layout)
     return runs
 
 

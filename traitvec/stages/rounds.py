@@ -160,6 +160,8 @@ class RoundRunner:
         layers: candidate layers (projections are read at each).
         max_new_tokens, samples, temperature, seed, steer_positions: the settings of generation.
         show_progress: progress bars.
+        generate_fn: what generates (:func:`~traitvec.generation.generate`; the multi-trait search
+            passes one that shares its batches with other traits, :mod:`traitvec.stages.multi_steer`).
     """
 
     def __init__(
@@ -177,11 +179,13 @@ class RoundRunner:
         seed: int,
         steer_positions: SteerPositions,
         show_progress: bool = False,
+        generate_fn: Callable[..., list[Generation]] = generate,
     ) -> None:
         self.trait, self.questions, self.vector, self.loaded = trait, list(questions), vector, loaded
         self.scorers, self.layers = dict(scorers), list(layers)
         self.max_new_tokens, self.samples, self.temperature, self.seed = max_new_tokens, samples, temperature, seed
         self.steer_positions, self.show_progress = steer_positions, show_progress
+        self.generate_fn = generate_fn
         self.encoded = encode_questions(loaded, self.questions, max_new_tokens)
 
     def __call__(self, configs: list[tuple[int, float]], number: int) -> Record:
@@ -207,7 +211,7 @@ class RoundRunner:
 
     def _answer(self, rows: list[_Row], seed: int, desc: str) -> list[dict[str, Any]]:
         """Generate every row in one batched call, judge the answers and read them back unsteered."""
-        generations = generate(
+        generations = self.generate_fn(
             self.loaded,
             [ids for ids, _, _ in rows],
             max_new_tokens=self.max_new_tokens,

@@ -63,8 +63,9 @@ Record = dict[str, Any]
 
 Verdict = Literal["coherent", "below floor", "too few scored", "unscored", "not fluent"]
 """Why a run counts or not: coherent; mean coherence under the floor; under ``min_scored`` of its
-answers scored for coherence or for the trait (a gain measured on a few answers is no result); no answer scored at all; coherent for the judge but failing the judge-free fluency
-guard (:class:`~traitvec.stages.fluency_guard.FluencyLimits`)."""
+answers scored for coherence or for the trait (a gain measured on a few answers is no result); no
+answer scored at all; coherent for the judge but failing the judge-free fluency guard
+(:class:`~traitvec.stages.fluency_guard.FluencyLimits`)."""
 
 
 def candidate_layers(evaluation: Evaluation, method: str, n: int, n_layers_model: int) -> list[int]:

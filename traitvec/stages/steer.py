@@ -53,6 +53,7 @@ import dataclasses
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any, NamedTuple
 
@@ -60,6 +61,7 @@ from .._io import sha256_text, write_json
 from ..errors import ConfigError
 from ..evaluation import Evaluation
 from ..experiments import ExperimentConfig
+from ..generation import Generation, generate
 from ..judge import Judge
 from ..models import ModelPool
 from ..traits import Trait
@@ -95,6 +97,7 @@ def run_steering_eval(
     settings: SteeringSettings | None = None,
     force: bool = False,
     show_progress: bool = False,
+    generate_fn: Callable[..., list[Generation]] = generate,
 ) -> dict[str, Any]:
     """Evaluate steering with ``trait``'s vector on ``steer_config``'s model; write and return results.
 
@@ -107,6 +110,8 @@ def run_steering_eval(
         settings: protocol settings.
         force: redo even when the run's ``results.json`` is current.
         show_progress: progress bars.
+        generate_fn: what generates the answers (:func:`~traitvec.generation.generate`; several
+            traits share its batches through :func:`~traitvec.stages.multi_steer.run_steering_evals`).
 
     Returns:
         The ``results.json`` document.
@@ -124,7 +129,7 @@ def run_steering_eval(
     if previous is not None:
         logger.info("%s: %d judge items failed last time; re-asking them", trait.name, previous["scoring"]["n_failed"])
     loaded = pool.get(steer_config)
-    started = time.perf_counter()
+    started, usage_before = time.perf_counter(), judge.usage()
     transfer_warnings = plan.vector.check_model(loaded)
     layers = (
         list(plan.settings.layers)
@@ -147,6 +152,7 @@ def run_steering_eval(
         seed=plan.settings.seed,
         steer_positions=plan.settings.steer_positions,
         show_progress=show_progress,
+        generate_fn=generate_fn,
     )
     done = _run_rounds(trait, plan, runner, force)
     seconds = time.perf_counter() - started
@@ -162,6 +168,7 @@ def run_steering_eval(
         seconds,
         fluency=done.fluency,
         prompting=done.prompting,
+        usage_before=usage_before,
     )
     write_run(results, plan.paths, plan.run, keep_progress=results["scoring"]["n_failed"] > 0)
     return results

@@ -21,6 +21,7 @@ from ..render.plots import plot_steering
 from ..traits import Trait
 from .baseline import prompting_summary
 from .fluency_guard import FluencyLimits
+from .judge_record import judge_for_trait, usage_since
 from .layout import SteeringPaths, SteeringRunPaths
 from .rounds import ASKED, RELEVANCE_GATE
 from .runs import mirror_run
@@ -102,6 +103,7 @@ def build_results(
     *,
     fluency: FluencyLimits | None = None,
     prompting: Mapping[str, Any] | None = None,
+    usage_before: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The ``results.json`` document of one finished run.
 
@@ -117,6 +119,8 @@ def build_results(
         seconds: how long the run took.
         fluency: the judge-free fluency limits the search used (``None``: no guard).
         prompting: the prompting baseline's record (:func:`~traitvec.stages.baseline.run_prompting`).
+        usage_before: ``judge.usage()`` when the run started: the recorded usage is this run's own
+            (a judge shared by several traits counts them all).
     """
     settings, sign = plan.settings, sign_of(trait)
     layers = list(settings.layers or ())
@@ -146,7 +150,7 @@ def build_results(
         "coefficient_unit": "spread (mean norm of mean-centred activations at extraction); sign follows direction",
         "intervals": INTERVALS,
         "questions": plan.questions,
-        "judge": judge.describe(),
+        "judge": judge_for_trait(judge.describe(), trait.name),
         "judge_key": plan.judge_key,
         "prompt_hashes": prompt_hashes([*responses, *prompted]),
         "smoke_test": bool(judge.smoke_test),
@@ -163,7 +167,7 @@ def build_results(
             seed=settings.seed,
         ),
         "responses": responses,
-        "usage": judge.usage(),
+        "usage": usage_since(judge.usage(), usage_before),
         "seconds": round(seconds, 1),
         "traitvec_version": __version__,
     }

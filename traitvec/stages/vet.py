@@ -30,6 +30,7 @@ from ..judge import Judge, JudgeScore, summarize
 from ..models import LoadedModel, ModelPool
 from ..prompting import encode_prefill
 from ..traits import Prompt, Trait
+from .judge_record import judge_for_trait, usage_since
 from .layout import OutputLayout
 from .resume import inputs_key, read_if_current
 
@@ -130,7 +131,7 @@ def vet_trait(
     path = OutputLayout(config.path).extraction(trait.name).vetting_json
     fingerprint = pool.fingerprint(config)
     model_key = pool.model_key(config)
-    judge_info = judge.describe()
+    judge_info = judge_for_trait(judge.describe(), trait.name)
     key = inputs_key(
         {
             "trait_hash": trait.files_hash,
@@ -148,7 +149,7 @@ def vet_trait(
     if trait.definition is None and trait.eval_prompt is None:
         raise ConfigError(f"{trait.path}: vetting needs definition.txt (the judge's rubric)")
     loaded = pool.get(config)
-    started = time.perf_counter()
+    started, usage_before = time.perf_counter(), judge.usage()
     prompts = list(trait.positive) + list(trait.negative)
     generations = _continuations(trait, prompts, loaded, settings, show_progress)
     prefills = [p.text if p.system_prompt is None else f"{p.system_prompt}\n\n{p.text}" for p in prompts]
@@ -163,7 +164,7 @@ def vet_trait(
         "smoke_test": bool(judge.smoke_test),
         "settings": asdict(settings),
         **_verdict(trait, scores, generations, settings),
-        "usage": judge.usage(),
+        "usage": usage_since(judge.usage(), usage_before),
         "seconds": round(time.perf_counter() - started, 1),
         "traitvec_version": __version__,
     }
