@@ -95,6 +95,13 @@ def test_gemma_mean_diff_matches_an_independent_computation(gemma) -> None:
         assert cosine >= 0.999, (layer, float(cosine))
 
 
+def scored(server) -> int:
+    """Requests that asked for a score (each command also sends its judge's one preflight check)."""
+    from traitvec.judge._preflight import CHECK_PROMPT
+
+    return sum(r["messages"][-1]["content"] != CHECK_PROMPT for r in list(server.requests))
+
+
 def test_steering_raises_the_projection_of_generated_answers(gemma) -> None:
     """A real effect: steering up with the extracted vector moves what the model writes along it.
 
@@ -106,13 +113,15 @@ def test_steering_raises_the_projection_of_generated_answers(gemma) -> None:
     acts = capture(gemma, trait, positions="prefill-mean", layers=[layer])["prefill-mean"]
     vector = MeanDiff().fit(acts)
     questions = list(trait.questions[:12])
-    rows = [[]] * len(questions) + [[Steer(vector, layer, 1.0)]] * len(questions)
+    # Coefficients are in per-token spread units (1485 at this layer, 3.6x the old prefill-mean spread of 409):
+    # 0.2 is the strength the old unit called 0.7; at 1.0 the answers turn to boilerplate and the projection falls.
+    rows = [[]] * len(questions) + [[Steer(vector, layer, 0.2)]] * len(questions)
     answers = generate(gemma, questions + questions, max_new_tokens=32, steering=rows, stop_strings=["\nQuestion:"])
     projections = [r.projections[str(layer)] for r in read_answers(gemma, answers, vector=vector, layers=[layer])]
     baseline, steered = projections[: len(questions)], projections[len(questions) :]
     gain = (sum(steered) / len(steered) - sum(baseline) / len(baseline)) / vector.spread(layer)
     raised = sum(s > b for s, b in zip(steered, baseline, strict=True))
-    assert gain > 0.2 and raised >= 8, (gain, raised, [a.text for a in answers])
+    assert gain > 0.1 and raised >= 8, (gain, raised, [a.text for a in answers])  # measured: 0.19, 9 of 12
 
 
 @pytest.mark.parametrize(
@@ -150,7 +159,7 @@ def test_vetting_on_the_embedded_base_model(root: Path, trait: str, tmp_path: Pa
                 "off",
             ]
         )
-        n_requests = len(server.requests)
+        n_requests = scored(server)
     report = json.loads((experiments / "gemma/extraction" / trait / "vetting.json").read_text())
     n = load_trait(trait, root).n_pairs
     assert status == (0 if report["passed"] else 1)
@@ -199,9 +208,9 @@ def test_pipeline_end_to_end_on_the_embedded_model(tmp_path: Path, monkeypatch, 
         monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
         monkeypatch.setenv("OPENAI_API_KEY", "sk-test-embedded-pipeline")
         assert main(args) == 0
-        first = len(server.requests)
+        first = scored(server)
         assert main(args) == 0  # everything current: nothing recomputed, nothing re-judged
-        assert len(server.requests) == first
+        assert scored(server) == first
     out = capsys.readouterr().out
     assert trait in out and "projection gain" in out
     folder = experiments / "gemma"
@@ -217,5 +226,6 @@ def test_pipeline_end_to_end_on_the_embedded_model(tmp_path: Path, monkeypatch, 
     assert len(results["responses"]) == 4 * (1 + 4)
     assert all(r["trait"]["status"] == "ok" and r["text"] for r in results["responses"])
     assert len(evaluation["layers"]) == evaluation["n_layers_model"] == 18
-    distinct = {(r["question"], r["text"]) for r in results["responses"]}  # repeated answers are judged once
-    assert first == 2 * len(distinct)  # one trait and one coherence request per distinct answer
+    answers = results["responses"] + results["prompting_baseline"]["responses"]
+    distinct = {(r["question"], r["text"]) for r in answers}  # repeated answers are judged once
+    assert first == 3 * len(distinct)  # trait, coherence and relevance per distinct answer

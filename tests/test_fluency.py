@@ -253,9 +253,11 @@ def test_fluency_settings_are_validated_and_reach_the_command_line(
     (trait / "positive.txt").write_text("I love it\n")
     (trait / "negative.txt").write_text("I hate it\n")
     where = ["--experiments-root", str(tmp_path), "--traits-root", str(tmp_path / "traits")]
-    assert main([*base, *where, "--repetition-ceiling", "2"]) == 2
+    with pytest.raises(SystemExit) as exit_info:  # checked with every number flag, before anything loads
+        main([*base, *where, "--repetition-ceiling", "2"])
     (line,) = capsys.readouterr().err.strip().splitlines()
-    assert "--repetition-ceiling 2.0: use a fraction above 0 and at most 1" in line and "Settings." not in line
+    assert exit_info.value.code == 2
+    assert "--repetition-ceiling 2: use a number from 0 to 1" in line and "Settings." not in line
     with pytest.raises(SystemExit) as exit_info:
         main([*base, *where, "--fluency-margin", "lots"])
-    assert exit_info.value.code == 2 and "'lots' is neither a number nor 'off'" in capsys.readouterr().err
+    assert exit_info.value.code == 2 and "--fluency-margin lots: use a number of at least 0" in capsys.readouterr().err

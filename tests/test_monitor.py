@@ -506,7 +506,8 @@ def test_held_out_formality_texts_separate_on_the_embedded_gemma() -> None:
 
     loaded = load_model("gemma-3-270m")
     trait = load_trait("styles/formality", ROOT / "datasets" / "traits")
-    train, test = split_pairs(trait.n_pairs, test_fraction=0.3, seed=11)
+    train, validation, test = split_pairs(trait.n_pairs, validation_fraction=0.1, test_fraction=0.3, seed=11)
+    train = sorted([*train, *validation])  # the layer is chosen on the fitting pairs; the test pairs stay held out
     fit = trait.select([int(i) for i in train])
     acts = capture(loaded, fit, positions=["prefill-mean"], layers=list(range(2, 16, 2)))["prefill-mean"]
     vector = MeanDiff().fit(acts)

@@ -96,7 +96,8 @@ def test_the_prompted_summary_is_paired_by_question_sign_adjusted_and_guarded() 
 
     baseline = [_answer(0, 20.0, 90.0), _answer(1, 40.0, 90.0), _answer(2, 30.0, 90.0)]
     prompted = [_answer(0, 80.0, 85.0), _answer(1, 60.0, 85.0), _answer(2, None, 85.0)]  # q2 unscored: not paired
-    up = prompted_summary(prompted, baseline, 1.0, 70.0)
+    assert prompted_summary(prompted, baseline, 1.0, 70.0)["verdict"] == "too few scored"  # 2 of 3 trait scores
+    up = prompted_summary(prompted, baseline, 1.0, 70.0, min_scored=0.6)
     assert up["trait_gain"] == pytest.approx(40.0) and up["n_questions_paired"] == 2  # (60 + 20) / 2
     assert up["trait"]["mean"] == pytest.approx(70.0) and up["verdict"] == "coherent" and up["coherent"]
     assert up["fluency"]["mean_logprob"]["mean"] == pytest.approx(-1.0)
@@ -105,7 +106,7 @@ def test_the_prompted_summary_is_paired_by_question_sign_adjusted_and_guarded() 
     limits = fluency_limits(fluency_summary(baseline), margin=0.5, ceiling=0.5)
     salad = [_answer(q, 90.0, 95.0, logprob=-6.0) for q in range(3)]
     assert prompted_summary(salad, baseline, 1.0, 70.0, fluency=limits)["verdict"] == "not fluent"
-    assert prompted_summary(prompted, baseline, 1.0, 88.0)["verdict"] == "below floor"
+    assert prompted_summary(prompted, baseline, 1.0, 88.0, min_scored=0.6)["verdict"] == "below floor"
 
 
 def test_prompting_summary_and_record() -> None:

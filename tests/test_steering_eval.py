@@ -565,10 +565,18 @@ def test_an_interrupt_stops_every_batched_trait_and_a_rerun_resumes_each(world: 
             steer(world, name, Interrupting(judge_for(server), after=3), traits=traits)
         assert threading.active_count() == threads + 1  # only the judge server's: no trait left waiting
         assert not any((steering_dir(world, name, t) / "results.json").exists() for t in traits)
+        # which rounds each trait checkpointed depends on how its thread interleaved with the other's
+        done = {}
+        for t in traits:
+            found = list(steering_dir(world, name, t).glob("runs/*/progress.json"))
+            done[t] = len(json.loads(found[0].read_text())["rounds"]) if found else 0
+        assert sum(done.values()) >= 2  # three judge calls finished before the interrupt
         with caplog.at_level(logging.INFO, logger="traitvec"):
             both = steer(world, name, judge_for(server), traits=traits)
-        assert "test/optimism: resuming after 1 finished rounds" in caplog.text  # its round 1 was checkpointed
-        assert "baseline on" not in caplog.text  # both baselines were checkpointed, neither is generated again
+        for t, rounds in done.items():  # a checkpointed round is never generated again
+            if rounds:
+                assert f"{t}: resuming after {rounds - 1} finished rounds" in caplog.text or rounds == 1
+                assert f"{t}: baseline on" not in caplog.text
         before = scored(server)
         alone = [steer(world, name, judge_for(server), traits=(t,))[0] for t in traits]
         assert scored(server) == before  # each is current alone
