@@ -16,8 +16,8 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ._http import Cut, Failed, NoLogprobs, Retry, backoff, parse_reply, read_score, request_body, send
-from ._secrets import Secret
+from ._http import OPENAI_HOST, Cut, Failed, NoLogprobs, Retry, backoff, parse_reply, read_score, request_body, send
+from ._secrets import Secret, host
 from .base import BaseJudge
 from .cache import cache_key
 from .prompts import JudgePrompt
@@ -57,7 +57,7 @@ class RequestScoring(BaseJudge):
     @property
     def host(self) -> str:
         """The API's host (and port), never credentials."""
-        raise NotImplementedError
+        return host(self.base_url) if self.base_url else OPENAI_HOST
 
     @property
     def reask_tokens(self) -> int:

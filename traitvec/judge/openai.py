@@ -55,7 +55,7 @@ from ..errors import JudgeError
 from ._http import OPENAI_HOST, check_endpoint, check_number
 from ._preflight import CHECK_DEADLINE, preflight
 from ._scoring import LoopState, RequestScoring
-from ._secrets import Secret, host, scrubbing_client, strip_userinfo
+from ._secrets import Secret, scrubbing_client, strip_userinfo
 from .base import run_sync
 from .cache import default_cache_path
 from .prompts import JudgePrompt
@@ -157,11 +157,6 @@ class OpenAIJudge(RequestScoring):
         self._states: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LoopState] = weakref.WeakKeyDictionary()
 
     # ------------------------------------------------------------------ public
-
-    @property
-    def host(self) -> str:
-        """The API's host (and port), never credentials."""
-        return host(self.base_url) if self.base_url else OPENAI_HOST
 
     @property
     def mode(self) -> Mode:
