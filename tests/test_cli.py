@@ -73,6 +73,20 @@ def test_traits_lists_counts_and_passes_on_valid_data(trait_root: Path, capsys) 
     assert "test/optimism" in out and f"  {len(POSITIVE)}  " in out and f"  {len(STEERING['questions'])}  " in out
 
 
+def test_main_leaves_the_callers_logging_as_it_found_it(trait_root: Path, caplog, capsys) -> None:
+    """A notebook (or a test) that calls main() keeps its own handlers: the CLI's set-up is undone."""
+    import logging
+
+    logger = logging.getLogger("traitvec")
+    before = (logger.handlers[:], logger.level, logger.propagate, logging.getLogger("httpx").level)
+    assert main(["traits", "--traits-root", str(trait_root)]) == 0
+    assert main(["traits", "--traits-root", str(trait_root), "missing/trait"]) == 2
+    assert (logger.handlers[:], logger.level, logger.propagate, logging.getLogger("httpx").level) == before
+    with caplog.at_level(logging.INFO, logger="traitvec"):
+        logging.getLogger("traitvec.stages").info("after main")
+    assert "after main" in caplog.text  # before the fix, main() left propagate off and this record was lost
+
+
 def test_bundled_datasets_are_valid(capsys) -> None:
     assert main(["traits"]) == 0 or not (ROOT / "datasets/traits").is_dir()
 

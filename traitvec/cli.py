@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import errno
-import logging
 import os
 import re
 import sys
@@ -21,6 +20,7 @@ from . import __version__
 from .commands import monitor as monitor_commands
 from .commands.checks import invalid_numbers
 from .commands.cluster import executor_options
+from .commands.logs import command_logging
 from .commands.options import (
     FLOAT,
     INT,
@@ -310,25 +310,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _configure_logging(verbose: bool) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_Formatter())
-    root = logging.getLogger("traitvec")
-    root.handlers[:] = [handler]
-    root.setLevel(logging.DEBUG if verbose else logging.INFO)
-    root.propagate = False
-    for noisy in ("httpx", "httpx2", "openai", "transformers", "urllib3"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-
-
-class _Formatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        message = record.getMessage()
-        if record.levelno >= logging.WARNING and not message.startswith("traitvec:"):
-            return f"traitvec: warning: {message}"
-        return message
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     parser = build_parser()
@@ -340,7 +321,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _dispatch(args: argparse.Namespace) -> int:
-    _configure_logging(args.verbose)
+    restore = command_logging(args.verbose)
+    try:  # main() called from a notebook or a test leaves that process's logging as it found it
+        return _run(args)
+    finally:
+        restore()
+
+
+def _run(args: argparse.Namespace) -> int:
     module_name, function_name = _COMMANDS[args.command][2].split(":")
     import importlib
 
