@@ -38,6 +38,44 @@ def write_trait(
     return folder
 
 
+TIMINGS = frozenset({"seconds", "finished_at", "created"})
+"""The fields of output documents that differ between two runs of the same work."""
+
+
+def tiny_experiments_root(root: Path) -> Path:
+    """``root`` as an experiments root with one experiment, ``tiny``: a random-init Llama saved beside it."""
+    from tiny import make_model
+
+    model = make_model("llama", layers=4, hidden=32, chat=True)
+    folder = root.parent / "tiny-model"
+    model.model.save_pretrained(folder)
+    model.tokenizer.save_pretrained(folder)
+    (root / "tiny").mkdir()
+    (root / "tiny" / "config.toml").write_text(f'model = "{folder}"\ndtype = "float32"\ndevice = "cpu"\n')
+    return root
+
+
+def untimed(value: object) -> object:
+    """A JSON document without its timing fields."""
+    if isinstance(value, dict):
+        return {k: untimed(v) for k, v in value.items() if k not in TIMINGS}
+    if isinstance(value, list):
+        return [untimed(v) for v in value]
+    return value
+
+
+def outputs(folder: Path) -> dict[str, object]:
+    """Every output file below ``folder``: JSON without its timing fields, other files as bytes."""
+    import json
+
+    found: dict[str, object] = {}
+    for path in sorted(folder.rglob("*")):
+        if path.is_file() and path.name != "config.toml":
+            name = path.relative_to(folder).as_posix()
+            found[name] = untimed(json.loads(path.read_bytes())) if path.suffix == ".json" else path.read_bytes()
+    return found
+
+
 DEFINITION = """Score optimism (0-100).
 
 HIGH (70-100): hopeful framing, possibility, tractability

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import outputs, tiny_experiments_root
 
 from traitvec._io import write_json
 from traitvec.errors import ConfigError
@@ -235,22 +236,12 @@ def test_resources_for_reads_the_experiment_configs() -> None:
 # ------------------------------------------------------------------ the pipeline as tasks (tiny model, judge server)
 
 PIPELINE_TRAITS = ("states/optimism", "styles/formality")
-TIMINGS = frozenset({"seconds", "finished_at", "created"})
 
 
 @pytest.fixture(scope="module")
 def tiny_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An experiments root with one experiment on a tiny random-init Llama saved to a folder."""
-    from tiny import make_model
-
-    root = tmp_path_factory.mktemp("experiments")
-    model = make_model("llama", layers=4, hidden=32, chat=True)
-    folder = root.parent / "tiny-model"
-    model.model.save_pretrained(folder)
-    model.tokenizer.save_pretrained(folder)
-    (root / "tiny").mkdir()
-    (root / "tiny" / "config.toml").write_text(f'model = "{folder}"\ndtype = "float32"\ndevice = "cpu"\n')
-    return root
+    return tiny_experiments_root(tmp_path_factory.mktemp("experiments"))
 
 
 @pytest.fixture
@@ -294,28 +285,6 @@ def pipeline_args(root: Path, *extra: str) -> list[str]:
         "6",
         *extra,
     ]
-
-
-def untimed(value: Any) -> Any:
-    """A JSON document without its timing fields."""
-    if isinstance(value, dict):
-        return {k: untimed(v) for k, v in value.items() if k not in TIMINGS}
-    if isinstance(value, list):
-        return [untimed(v) for v in value]
-    return value
-
-
-def outputs(folder: Path) -> dict[str, Any]:
-    """Every output file of an experiment folder: JSON without timings, other files as bytes."""
-    import json
-
-    found: dict[str, Any] = {}
-    for path in sorted(folder.rglob("*")):
-        if not path.is_file() or path.name == "config.toml":
-            continue
-        name = path.relative_to(folder).as_posix()
-        found[name] = untimed(json.loads(path.read_bytes())) if path.suffix == ".json" else path.read_bytes()
-    return found
 
 
 def _diff(a: Any, b: Any, where: str = "") -> list[str]:

@@ -640,14 +640,6 @@ def test_usage_reports_the_last_error_masked(tmp_path: Path) -> None:
 # ------------------------------------------------------------------------- the CLI
 
 
-@pytest.fixture()
-def restore_logging() -> Iterator[None]:
-    logger = logging.getLogger("traitvec")
-    saved = (logger.handlers[:], logger.level, logger.propagate)
-    yield
-    logger.handlers[:], logger.level, logger.propagate = saved[0], saved[1], saved[2]
-
-
 def cli_judge_argv(server: JudgeServer, traits_root: Path, *extra: str) -> list[str]:
     argv = ["judge", "--traits-root", str(traits_root), "--trait", "hum/optimism", "--question", "How?"]
     argv += ["--answer", "A bright and hopeful answer.", "--judge-base-url", server.base_url]
@@ -660,7 +652,6 @@ def test_cli_judge_prints_scores(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
-    restore_logging: None,
 ) -> None:
     from traitvec.cli import main
 
@@ -674,7 +665,7 @@ def test_cli_judge_prints_scores(
 
 
 def test_cli_judge_bad_trait_is_one_line_exit_2(
-    traits_root: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], restore_logging: None
+    traits_root: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from traitvec.cli import main
 
@@ -862,7 +853,6 @@ def test_cli_judge_text_mode_sends_no_logprob_request(
     traits_root: Path,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
-    restore_logging: None,
 ) -> None:
     from traitvec.cli import main
 

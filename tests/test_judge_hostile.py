@@ -15,7 +15,6 @@ import re
 import socket
 import sqlite3
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -56,14 +55,6 @@ def traits_root(tmp_path: Path) -> Path:
 @pytest.fixture()
 def trait(traits_root: Path) -> Trait:
     return load_trait("hum/optimism", traits_root)
-
-
-@pytest.fixture()
-def restore_logging() -> Iterator[None]:
-    logger = logging.getLogger("traitvec")
-    saved = (logger.handlers[:], logger.level, logger.propagate)
-    yield
-    logger.handlers[:], logger.level, logger.propagate = saved[0], saved[1], saved[2]
 
 
 def judge_for(server: JudgeServer, tmp_path: Path, key: str = LONG_KEY, **kwargs: object) -> OpenAIJudge:
@@ -121,7 +112,6 @@ def test_the_cli_prints_no_key_a_server_serves_back(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
-    restore_logging: None,
 ) -> None:
     from traitvec.cli import main
 
@@ -300,7 +290,6 @@ def test_damaged_cache_pages_are_found_by_check_and_by_reads(tmp_path: Path) -> 
 
 def test_the_cli_names_the_cache_flag(
     traits_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
-    restore_logging: None,
 ) -> None:  # fmt: skip
     from traitvec.cli import main
 

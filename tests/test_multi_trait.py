@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 import torch
-from conftest import ROOT
+from conftest import ROOT, outputs, tiny_experiments_root, untimed
 from tiny import make_model
 
 import traitvec.stages.multi_steer as multi_steer
@@ -24,38 +24,12 @@ from traitvec.stages.pipeline import run_pipeline
 from traitvec.stages.steer import SteeringSettings
 
 TRAITS = ("states/optimism", "styles/formality")
-TIMINGS = frozenset({"seconds", "finished_at", "created"})
 KEY = "sk-test-SECRET-multi-5150"
 
 
 @pytest.fixture(scope="module")
 def tiny_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("experiments")
-    model = make_model("llama", layers=4, hidden=32, chat=True)
-    folder = root.parent / "tiny-model"
-    model.model.save_pretrained(folder)
-    model.tokenizer.save_pretrained(folder)
-    (root / "tiny").mkdir()
-    (root / "tiny" / "config.toml").write_text(f'model = "{folder}"\ndtype = "float32"\ndevice = "cpu"\n')
-    return root
-
-
-def untimed(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: untimed(v) for k, v in value.items() if k not in TIMINGS}
-    if isinstance(value, list):
-        return [untimed(v) for v in value]
-    return value
-
-
-def outputs(folder: Path) -> dict[str, Any]:
-    """Every output file: JSON without its timing fields, other files as bytes."""
-    found: dict[str, Any] = {}
-    for path in sorted(folder.rglob("*")):
-        if path.is_file() and path.name != "config.toml":
-            name = path.relative_to(folder).as_posix()
-            found[name] = untimed(json.loads(path.read_bytes())) if path.suffix == ".json" else path.read_bytes()
-    return found
+    return tiny_experiments_root(tmp_path_factory.mktemp("experiments"))
 
 
 def test_shared_steering_search_gives_each_trait_its_results_alone(

@@ -15,8 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import EXTERNAL, ROOT
-from tiny import make_model
+from conftest import EXTERNAL, ROOT, tiny_experiments_root
 
 from traitvec.cli import main
 from traitvec.judge.testing import JudgeServer, KeywordResponder
@@ -42,14 +41,7 @@ def judge_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
 
 @pytest.fixture(scope="module")
 def tiny_experiments(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("experiments")
-    model = make_model("llama", layers=4, hidden=32, chat=True)
-    folder = root.parent / "tiny-model"
-    model.model.save_pretrained(folder)
-    model.tokenizer.save_pretrained(folder)
-    (root / "tiny").mkdir()
-    (root / "tiny" / "config.toml").write_text(f'model = "{folder}"\ndtype = "float32"\ndevice = "cpu"\n')
-    return root
+    return tiny_experiments_root(tmp_path_factory.mktemp("experiments"))
 
 
 def run_args(experiments: Path, traits_root: Path, trait: str, *extra: str) -> list[str]:

@@ -54,21 +54,25 @@ __all__ = [
 
 _ASK = "Respond with a number between 0 and 100. Don't say anything else, just the number."
 
-TRAIT_TEMPLATE = f"""You are judging one answer for one trait, using this rubric:
-
-{{definition}}
-
-Question:
+# the question and the answer, as the trait, coherence and relevance prompts show them
+_QUESTION_ANSWER = """Question:
 [QUESTION START]
-{{question}}
+{question}
 [QUESTION END]
 
 Answer:
 [ANSWER START]
-{{answer}}
+{answer}
 [ANSWER END]
 
-Score only the answer, and only for the trait in the rubric: not its quality, correctness or politeness.
+"""
+
+TRAIT_TEMPLATE = f"""You are judging one answer for one trait, using this rubric:
+
+{{definition}}
+
+{_QUESTION_ANSWER}Score only the answer, and only for the trait in the rubric: not its quality, correctness or \
+politeness.
 
 {_ASK}"""
 
@@ -81,17 +85,7 @@ LOW (0-40): broken grammar, gibberish, words or phrases repeated in loops, or te
 Key: judge only grammar and sense, NOT any trait, tone, opinion or style the answer shows; \
 an unusual or one-sided answer that is well written is HIGH.
 
-Question:
-[QUESTION START]
-{{question}}
-[QUESTION END]
-
-Answer:
-[ANSWER START]
-{{answer}}
-[ANSWER END]
-
-{_ASK}"""
+{_QUESTION_ANSWER}{_ASK}"""
 
 RELEVANCE_TEMPLATE = f"""Score relevance (0-100): does the answer address the question it was given?
 
@@ -103,17 +97,7 @@ Key: judge only whether the answer is about the question, NOT whether it is corr
 well written, and NOT any trait, tone, opinion or style it shows; a one-sided or unusual answer that \
 addresses the question is HIGH, and so is a clumsy one.
 
-Question:
-[QUESTION START]
-{{question}}
-[QUESTION END]
-
-Answer:
-[ANSWER START]
-{{answer}}
-[ANSWER END]
-
-{_ASK}"""
+{_QUESTION_ANSWER}{_ASK}"""
 
 CONTINUATION_TEMPLATE = f"""You are judging a continuation of a text for one trait, using this rubric:
 
