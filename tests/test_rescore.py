@@ -165,7 +165,8 @@ def test_rescore_asks_only_the_new_judge_and_never_loads_a_model(
         status = main(["rescore", "--experiment", "tiny", "--traits", "test/optimism", *roots, *judge])
         assert status == 0
         assert first.request_count == 0
-        assert second.request_count == 3 * len(distinct)  # trait, coherence, relevance of every distinct answer
+        # the preflight check, then the trait, coherence and relevance of every distinct answer
+        assert second.request_count == 1 + 3 * len(distinct)
     out = capsys.readouterr().out
     assert (folder / "results.json").read_bytes() == original  # the old results are left as they were
     (path,) = (folder / old["run_folder"]).glob("results.rescored-*.json")
@@ -262,6 +263,22 @@ def test_re_asking_a_failed_relevance_item_gates_its_coherence_again() -> None:
     assert asked == [("What causes inflation?", "Bananas.")]
     assert response["relevance"]["score"] == 5.0
     assert (response["coherence"]["score"], response["coherence"]["uncapped"]) == (50.0, 90.0)
+
+
+def test_rescore_with_an_unreachable_judge_is_one_line_and_writes_nothing(
+    finished: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = finished / "experiments/tiny/steering/test/optimism"
+    before = sorted(p.relative_to(folder) for p in folder.rglob("*"))
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    roots = ["--traits-root", str(finished / "traits"), "--experiments-root", str(finished / "experiments")]
+    dead = "http://127.0.0.1:9/v1"  # nothing listens on port 9: connection refused
+    judge = ["--judge-model", "judge-b", "--judge-base-url", dead, "--judge-cache", "off"]
+    status = main(["rescore", "--experiment", "tiny", "--traits", "test/optimism", *roots, *judge])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 2 and len(err) == 1, err
+    assert f"judge at {dead} is unreachable" in err[0] and KEY not in err[0]
+    assert sorted(p.relative_to(folder) for p in folder.rglob("*")) == before  # no rescored file of failed scores
 
 
 def test_rescore_without_a_finished_run_is_one_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -41,7 +41,7 @@ from .search import MIN_SCORED, Record, effective_floor, response_summary
 from .steer import judge_key
 from .steer_results import judged_summaries, prompt_hashes, scoring_summary
 
-__all__ = ["Rescored", "compare_judges", "pearson", "rescore_steering", "rescored_name"]
+__all__ = ["Rescored", "compare_judges", "finished_results", "pearson", "rescore_steering", "rescored_name"]
 
 logger = logging.getLogger(__name__)
 
@@ -87,8 +87,7 @@ def rescore_steering(
         >>> outcome.comparison["correlation"]["runs"]["trait"]
     """
     paths = OutputLayout(experiment_dir).steering(trait.name)
-    source = paths.run(run).results_json if run else paths.results_json
-    old = _finished(source, trait, run)
+    old = finished_results(trait, experiment_dir, run=run)
     if old.get("trait_hash") not in (None, trait.files_hash):
         logger.warning("%s: the trait's files changed since this run; the new judge applies the current rubric", trait)
     rounds, prompting = _recorded(old)
@@ -103,7 +102,14 @@ def rescore_steering(
     return Rescored(path, new, comparison)
 
 
-def _finished(source: Path, trait: Trait, run: str | None) -> dict[str, Any]:
+def finished_results(trait: Trait, experiment_dir: str | os.PathLike[str], *, run: str | None = None) -> dict[str, Any]:
+    """The ``results.json`` that :func:`rescore_steering` would re-judge (``run``'s, or the latest).
+
+    Raises:
+        ConfigError: it is missing, unreadable or not a finished steering results file.
+    """
+    paths = OutputLayout(experiment_dir).steering(trait.name)
+    source = paths.run(run).results_json if run else paths.results_json
     document, problem = read_json_checked(source)
     if document is None:
         why = problem or "does not exist"
@@ -161,7 +167,8 @@ def _rebuilt(
     sign = -1.0 if old.get("direction") == "negative" else 1.0
     requested = float(old["coherence_floor"]["requested"])
     baseline = rounds[0]["responses"]
-    floor, note = effective_floor(requested, response_summary(baseline)["coherence"]["mean"])
+    coherence = response_summary(baseline)["coherence"]
+    floor, note = effective_floor(requested, coherence["mean"], scored=(coherence["n_ok"], coherence["n"]))
     fluency = None  # a run from before the fluency guard had none
     if "fluency_margin" in settings:
         margin, ceiling = settings["fluency_margin"], settings.get("repetition_ceiling")
