@@ -197,3 +197,11 @@ def test_the_evaluation_plot_of_a_tiny_trait_keeps_integer_layers_and_says_why_a
     assert [t.get_text() for t in fig.axes[1].texts] == ["no finite Cohen's d: 1 test pair(s)"]
     sizes = sorted(float(c.get_sizes()[0]) for c in fig.axes[0].collections)
     assert sizes == [110.0, 420.0]  # two methods recommending one layer: nested markers, neither hidden
+
+
+def test_too_few_held_out_pairs_are_warned_about_and_enough_are_not() -> None:
+    few = noise(20, 2, 8, 1)  # 4 validation and 4 test pairs
+    message = evaluate(few, {"mean-diff": MeanDiff().fit(few)}).few_pairs_warning()
+    assert message is not None and message.startswith("20 pairs leave 4 validation and 4 test pairs")
+    enough = noise(50, 2, 8, 1)  # 10 and 10
+    assert evaluate(enough, {"mean-diff": MeanDiff().fit(enough)}).few_pairs_warning() is None

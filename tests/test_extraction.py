@@ -259,3 +259,20 @@ def test_the_per_token_spread_of_gemma_is_larger_than_the_prefill_mean_spread(mo
         assert prefill.position_spreads[layer] == pytest.approx(old, rel=0.01)
         assert 2 < prefill.spread(layer) / prefill.position_spreads[layer] < 6
         assert 0.75 < last.position_spreads[layer] / last.spread(layer) < 1.05
+
+
+def test_a_trait_with_few_pairs_is_warned_about_once_when_it_is_evaluated(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    loaded = make_model("gpt2")
+    write_trait(tmp_path / "traits", "test/pairs", MORE_POS, MORE_NEG)
+    trait = load_trait("test/pairs", tmp_path / "traits")
+    with caplog.at_level(logging.WARNING, logger="traitvec"):
+        first = extract_trait(trait, tmp_path / "exp", loaded, settings=SETTINGS)
+    n_test = first.evaluations["prefill-mean"].n_test_pairs
+    (line,) = [r.getMessage() for r in caplog.records if "test pairs" in r.getMessage()]
+    assert line.startswith(f"test/pairs: {trait.n_pairs} pairs leave") and f"and {n_test} test pairs" in line
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="traitvec"):
+        extract_trait(trait, tmp_path / "exp", loaded, settings=SETTINGS)  # current: said already
+    assert not caplog.records

@@ -75,6 +75,10 @@ SELECTION = {
 """What each part of the split is used for (written to ``evaluation.json``)."""
 
 
+FEW_HELD_OUT = 10
+"""Fewer validation or test pairs than this, and the layer choice and its test metrics are mostly noise."""
+
+
 @dataclass(frozen=True)
 class LayerMetrics:
     """One method's direction at one layer: its test metrics (reported) and validation metrics (for choosing)."""
@@ -136,6 +140,17 @@ class Evaluation:
     @property
     def n_test_pairs(self) -> int:
         return len(self.split.test)
+
+    def few_pairs_warning(self) -> str | None:
+        """What to tell the user when the held-out splits are too small to choose a layer on (else ``None``)."""
+        n_val, n_test = self.n_validation_pairs, self.n_test_pairs
+        if min(n_val, n_test) >= FEW_HELD_OUT:
+            return None
+        return (
+            f"{self.n_train_pairs + n_val + n_test} pairs leave {n_val} validation and {n_test} test pairs, so the "
+            "recommended layer and its test metrics rest on too few pairs to mean much; write more pairs (50+ for "
+            "a rough answer, 150+ advised)"
+        )
 
     @property
     def seed(self) -> int:

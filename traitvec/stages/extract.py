@@ -383,7 +383,10 @@ def _evaluations(
             seed=settings.seed,
         )
         recomputed.append(f"evaluation/{position}")
+    few = next(iter(evaluations.values())).few_pairs_warning()
     if document is None or any(r.startswith("evaluation/") for r in recomputed):
+        if few:  # once, when the evaluation is computed
+            logger.warning("%s: %s", trait.name, few)
         write_json(
             paths.evaluation_json,
             {
