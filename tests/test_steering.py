@@ -288,6 +288,11 @@ def test_effective_coherence_floor() -> None:
     floor, note = effective_floor(70, 39.5)
     assert floor == pytest.approx(29.5) and "39.5" in note and "under the floor 70" in note
     assert effective_floor(70, 4.0)[0] == 0.0
+    # a baseline whose coherence the judge scored on 2 of 10 answers says too little to lower the floor on
+    floor, note = effective_floor(70, 39.5, scored=(2, 10))
+    assert floor == 70 and "only 2 of 10" in note
+    assert effective_floor(70, 39.5, scored=(8, 10))[0] == pytest.approx(29.5)
+    assert effective_floor(70, 39.5, scored=(5, 10), min_scored=0.5)[0] == pytest.approx(29.5)
 
 
 def _short_context_model(arch: str, context: int = 64):

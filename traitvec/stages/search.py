@@ -81,17 +81,34 @@ def candidate_layers(evaluation: Evaluation, method: str, n: int, n_layers_model
     return sorted(evaluation.ranked_layers(method, n, n_layers_model=n_layers_model))
 
 
-def effective_floor(requested: float, baseline_coherence: float | None) -> tuple[float, str | None]:
+def effective_floor(
+    requested: float,
+    baseline_coherence: float | None,
+    *,
+    scored: tuple[int, int] | None = None,
+    min_scored: float = MIN_SCORED,
+) -> tuple[float, str | None]:
     """The coherence floor the search uses, and why it differs from the requested one (or None).
+
+    ``scored``: ``(ok, all)`` coherence scores of the baseline. When fewer than ``min_scored`` of
+    them are ok, the baseline's mean says too little to lower the floor on, so the requested
+    floor stays (with a note saying so).
 
     Example:
         >>> effective_floor(70, 88.0)
         (70, None)
         >>> effective_floor(70, 39.5)[0]
         29.5
+        >>> effective_floor(70, 39.5, scored=(2, 10))[0]
+        70
     """
     if baseline_coherence is None or baseline_coherence >= requested:
         return requested, None
+    if scored is not None and scored[0] < min_scored * scored[1]:
+        return requested, (
+            f"the unsteered baseline scores {baseline_coherence:.1f} coherence, under the floor {requested:g}, but "
+            f"on only {scored[0]} of {scored[1]} answers the judge scored; the search keeps the floor {requested:g}"
+        )
     floor = max(0.0, baseline_coherence - BASELINE_MARGIN)
     note = (
         f"the unsteered baseline scores {baseline_coherence:.1f} coherence, under the floor {requested:g}; "

@@ -267,7 +267,13 @@ def _run_rounds(trait: Trait, plan: Plan, runner: RoundRunner, force: bool) -> _
         rounds.append(runner([(layer, 0.0) for layer in runner.layers[:1]], 0))
         _checkpoint(plan, rounds, prompting)
     baseline = response_summary(rounds[0]["responses"])
-    floor, floor_note = effective_floor(settings.coherence_floor, baseline["coherence"]["mean"])
+    coherence = baseline["coherence"]
+    floor, floor_note = effective_floor(
+        settings.coherence_floor,
+        coherence["mean"],
+        scored=(coherence["n_ok"], coherence["n"]),
+        min_scored=settings.min_scored,
+    )
     if floor_note:
         logger.warning("%s: %s", name, floor_note)
     fluency = fluency_limits(
