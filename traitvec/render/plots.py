@@ -343,15 +343,15 @@ def _plot_heatmap(results: Mapping[str, Any], layers: list[int], suffix: str, pa
     ax.set_xlabel("coefficient (spread units)")
     ax.set_ylabel("layer")
     fig.colorbar(image, ax=ax, label="trait gain over baseline (in-sample)")
-    ax.set_title(f"{results['trait']}: trait gain by layer × coefficient{suffix}", fontsize=10)
+    ax.set_title(f"{results['trait']}: trait gain by layer × coefficient{_own_line(suffix)}", fontsize=10)
     fig.text(
         0.01,
         0.01,
-        "solid box: in-sample best; dashed: chosen by a cross-fitting fold; hatched: incoherent or not fluent; "
-        "grey: unscored; white: not run",
+        "solid box: in-sample best; dashed: chosen by a cross-fitting fold; hatched: incoherent or not fluent;\n"
+        "too few scored: under the minimum share of answers scored, not counted; grey: unscored; white: not run",
         fontsize=7,
     )
-    fig.tight_layout(rect=(0, 0.05, 1, 1))
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
     return _save(fig, path)
 
 
@@ -372,11 +372,16 @@ def _plot_projection(results: Mapping[str, Any], layers: list[int], suffix: str,
     ax.legend(fontsize=8)
     ax.set_title(
         f"{results['trait']}: projection gain toward the trait's direction\n(answers read back by the unsteered "
-        f"model; judge-free; 95% CI across questions){suffix}",
+        f"model; judge-free; 95% CI across questions){_own_line(suffix)}",
         fontsize=10,
     )
     fig.tight_layout()
     return _save(fig, path)
+
+
+def _own_line(suffix: str) -> str:
+    """A title's suffix (the smoke-test warning) on a line of its own, so a long title is never cut off."""
+    return f"\n{suffix.strip()}" if suffix else ""
 
 
 def _half(run: Mapping[str, Any], side: int) -> float:
