@@ -13,8 +13,10 @@ On the same model (default: the embedded gemma-3-270m), each round times, one af
 
 and repeats the rounds (b m f, b m f, …). Each ratio is computed per round (tokens/s of a monitor
 variant over capture's tokens/s in that round) and printed as the median with its min–max. Then,
-once, the peak extra memory (RSS sampled every 2 ms, each in a fresh subprocess) of a monitor run on
-250 and on 1,000 texts (--memory-texts), to show that it does not grow with the number of texts.
+once, the peak extra private memory (RssAnon sampled every 2 ms, each in a fresh subprocess) of a
+monitor run on 250 and on 1,000 texts (--memory-texts; the same 250 lines repeated, so that the
+longest text, which sets the largest batch, is the same), to show that it does not grow with the
+number of texts; the file-backed part (the memory-mapped weights' pages) is printed beside it.
 It ends with
 
   ratios: monitor_vs_capture=X monitor_last_layer_vs_capture=Y memory_1000_vs_250=Z
@@ -26,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -104,28 +105,49 @@ def monitor(config: Any, pool: ModelPool, inputs: Path, layers: tuple[int, ...] 
     )
 
 
+def memory_texts(n: int, base: int = 250) -> list[str]:
+    """``n`` texts made of the same ``base`` lines repeated, each copy with its own counter: every
+    count has the same longest text (the largest batch's activations, which set the peak), so what
+    the counts compare is the number of texts alone."""
+    lines = real_lines(base)
+    return [f"{line} ({k})" for k in range(-(-n // base)) for line in lines][:n]
+
+
 def memory_child(model: str, n: int, budget: int, folder: str) -> None:
-    """In a subprocess: the peak extra RSS (MiB) of one monitor run on ``n`` texts (``folder``: the
-    experiments root :func:`prepare` made)."""
+    """In a subprocess: the peak extra memory (MiB) of one monitor run on ``n`` texts (``folder``: the
+    experiments root :func:`prepare` made), private and file-backed apart.
+
+    Private memory (``RssAnon``: what the process allocates) is the measure. The file-backed part
+    (``RssFile``) is mostly the memory-mapped weights: every token id not seen before pages in its
+    row of the embedding matrix (262,144 rows × 640 floats = 640 MiB for gemma-3-270m), so it grows
+    with the vocabulary the texts use, up to the size of the weight file, and the kernel can drop
+    those clean pages again under memory pressure.
+    """
     pool = ModelPool()
     config = experiment(Path(folder), model)
     pool.get(config)
     inputs = Path(folder).parent / f"texts-{n}.txt"
-    inputs.write_text("\n".join(real_lines(n)) + "\n", encoding="utf-8")
+    inputs.write_text("\n".join(memory_texts(n)) + "\n", encoding="utf-8")
     warm = Path(folder).parent / "warm-memory.txt"
     warm.write_text("\n".join(real_lines(4)) + "\n", encoding="utf-8")
     monitor(config, pool, warm, None, budget)  # kernels and caches warm, on 4 texts
-    page = os.sysconf("SC_PAGE_SIZE")
 
-    def rss() -> int:
-        with open("/proc/self/statm") as handle:
-            return int(handle.read().split()[1]) * page
+    def status() -> tuple[int, int]:
+        """(RssAnon, RssFile) in bytes."""
+        found = {}
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith(("RssAnon:", "RssFile:")):
+                    name, value, _ = line.split()
+                    found[name] = int(value) * 1024
+        return found["RssAnon:"], found["RssFile:"]
 
-    before, peak, running = rss(), [0], [True]
+    before, peak, running = status(), [0, 0], [True]
 
     def sample() -> None:
         while running[0]:
-            peak[0] = max(peak[0], rss())
+            anon, file = status()
+            peak[0], peak[1] = max(peak[0], anon), max(peak[1], file)
             time.sleep(0.002)
 
     thread = threading.Thread(target=sample, daemon=True)
@@ -133,17 +155,22 @@ def memory_child(model: str, n: int, budget: int, folder: str) -> None:
     monitor(config, pool, inputs, None, budget)
     running[0] = False
     thread.join()
-    print(json.dumps({"texts": n, "peak_extra_mib": (peak[0] - before) / 2**20}))
+    extra = {"peak_extra_mib": (peak[0] - before[0]) / 2**20, "file_extra_mib": (peak[1] - before[1]) / 2**20}
+    print(json.dumps({"texts": n, **extra}))
 
 
 def measure_memory(model: str, budget: int, counts: list[int], folder: Path) -> dict[int, float]:
-    memory = {}
+    memory, files = {}, {}
     for n in counts:
         command = [sys.executable, __file__, "--model", model, "--budget", str(budget), "--memory-child", str(n)]
         out = subprocess.run([*command, "--folder", str(folder)], capture_output=True, text=True, check=True)
-        memory[n] = json.loads(out.stdout.strip().splitlines()[-1])["peak_extra_mib"]
+        found = json.loads(out.stdout.strip().splitlines()[-1])
+        memory[n], files[n] = found["peak_extra_mib"], found["file_extra_mib"]
     for n in counts:
-        print(f"memory: monitor of {n} texts ({budget} tokens/batch): peak extra {memory[n]:.1f} MiB")
+        print(
+            f"memory: monitor of {n} texts ({budget} tokens/batch): peak extra private {memory[n]:.1f} MiB "
+            f"(file-backed, the weights' pages touched: +{files[n]:.1f} MiB)"
+        )
     return memory
 
 

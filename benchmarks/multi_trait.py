@@ -12,13 +12,23 @@ prefill-mean). Each round then runs both variants of the same short steering eva
       traits × layers × questions;
 
 and the rounds repeat (a b, a b, …), so that load drifting on a shared machine hits both alike.
+
+Then it measures what sharing *extraction* batches across traits could gain at most:
+
+  (c) capture of each trait alone (its own length-sorted batches under the token budget);
+  (d) one capture of the three traits' prompts together, as a single trait (mixed batches);
+
+interleaved (c d, c d, …). Traitvec extracts traits one after another on one loaded model (c):
+mixing rows of several traits in one batch changes each row's activations in the last bits
+(other padded lengths take other kernel paths), so results would no longer be identical to a
+trait's alone, and (d) says how much speed that would buy.
 The speed-up is computed per round and printed as the median with its min–max, with the machine's
 load at start and end. The results of both variants are compared (timings aside) every round. It
 ends with one line
 
-  ratios: multi_trait_speedup=X
+  ratios: multi_trait_speedup=X shared_extraction_bound=Y
 
-(the median of one-after-another time / batched time).
+(the medians of one-after-another time / batched time, and of (c) time / (d) time).
 
     python benchmarks/multi_trait.py [--model gemma-3-270m] [--rounds 3] [--tokens 24]
 """
@@ -26,6 +36,7 @@ ends with one line
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import tempfile
 from pathlib import Path
@@ -37,6 +48,8 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 from _rounds import interleave, machine_load, per_round, ratios_line, spread  # noqa: E402
 
+from traitvec.batching import length_batches  # noqa: E402
+from traitvec.capture import capture, default_budget  # noqa: E402
 from traitvec.experiments import ExperimentConfig  # noqa: E402
 from traitvec.judge import make_judge  # noqa: E402
 from traitvec.judge.testing import JudgeServer, KeywordResponder  # noqa: E402
@@ -117,8 +130,39 @@ def main() -> None:
     print(f"identical results (timings aside) in every round: {'yes' if all(same) else 'NO'}")
     speedup = spread(per_round(times["one_by_one"], times["batched"]))
     print(f"ratio multi_trait_speedup       {speedup.show(3)}  (per round; median, min–max)")
+    shared = shared_extraction_bound(traits, loaded, config.max_batch_tokens or default_budget(loaded), args.rounds)
     print(machine_load("end"))
-    print(ratios_line({"multi_trait_speedup": speedup.median}))
+    print(ratios_line({"multi_trait_speedup": speedup.median, "shared_extraction_bound": shared}))
+
+
+def shared_extraction_bound(traits: list[Any], loaded: Any, budget: int, rounds: int) -> float:
+    """(c) each trait's capture alone against (d) all their prompts in one capture; the median ratio."""
+    together = dataclasses.replace(
+        traits[0],
+        name="bench/together",
+        positive=tuple(p for t in traits for p in t.positive),
+        negative=tuple(p for t in traits for p in t.negative),
+        lines=tuple(range(1, 1 + sum(t.n_pairs for t in traits))),
+    )
+
+    def n_batches(trait: Any) -> int:
+        lengths = [len(loaded.tokenizer(p.text)["input_ids"]) for p in (*trait.positive, *trait.negative)]
+        return len(length_batches(lengths, budget))
+
+    times = interleave(
+        {
+            "alone": lambda: [capture(loaded, t, max_batch_tokens=budget) for t in traits],
+            "together": lambda: capture(loaded, together, max_batch_tokens=budget),
+        },
+        rounds,
+    )
+    alone_batches = sum(n_batches(t) for t in traits)
+    alone = spread(times["alone"]).show(2)
+    print(f"(c) capture, each trait alone   {alone} s  ({alone_batches} batches of {budget} tokens)")
+    print(f"(d) capture, all rows together  {spread(times['together']).show(2)} s  ({n_batches(together)} batches)")
+    bound = spread(per_round(times["alone"], times["together"]))
+    print(f"ratio shared_extraction_bound   {bound.show(3)}  (what mixed extraction batches could gain at most)")
+    return bound.median
 
 
 if __name__ == "__main__":

@@ -35,7 +35,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..batching import length_batches, pad_batch
+from ..batching import length_batches, pad_batch, release_freed_memory
 from ..errors import ConfigError, ModelError
 from ..hooks import HookSet, StopForward, hidden_of
 from ..models import LoadedModel
@@ -302,6 +302,7 @@ def read_tokens(
         for group in chunked(texts):
             yield from project_texts(loaded, group, readouts, max_batch_tokens=max_batch_tokens)
             bar.update(sum(len(t.ids) for t in group))
+            release_freed_memory()
     finally:
         bar.close()
 

@@ -35,6 +35,7 @@ from typing import Any, Literal
 
 from .. import __version__
 from .._io import sha256_file, write_json, write_text
+from ..batching import release_freed_memory
 from ..errors import ConfigError
 from ..experiments import ExperimentConfig
 from ..models import LoadedModel, ModelPool
@@ -289,8 +290,8 @@ def _project(
         groups += 1
         if store.done(group):
             continue
-        readings = project_texts(loaded, texts, readouts, max_batch_tokens=budget)
-        store.write(group, [r.to_dict() for r in readings])
+        store.write(group, [r.to_dict() for r in project_texts(loaded, texts, readouts, max_batch_tokens=budget)])
+        release_freed_memory()  # private memory stays flat over any number of groups (benchmarks/monitor.py)
         if show_progress:
             logger.info("monitor %s: %d groups, %d tokens", paths.folder.name, groups, tokens)
     fields = {
