@@ -383,9 +383,9 @@ def _evaluations(
             seed=settings.seed,
         )
         recomputed.append(f"evaluation/{position}")
-    few = next(iter(evaluations.values())).few_pairs_warning()
     if document is None or any(r.startswith("evaluation/") for r in recomputed):
-        if few:  # once, when the evaluation is computed
+        few = next(iter(evaluations.values())).few_pairs_warning()  # said once, when it is computed
+        if few:
             logger.warning("%s: %s", trait.name, few)
         write_json(
             paths.evaluation_json,
