@@ -32,11 +32,11 @@ from collections.abc import Sequence
 
 from ..errors import ConfigError, JudgeError
 from ..executors import Executor, LocalExecutor, Outcome, Resources, Task, resources_for
-from ..experiments import DEFAULT_EXPERIMENTS_ROOT, ExperimentConfig, load_experiment
+from ..experiments import DEFAULT_EXPERIMENTS_ROOT, ExperimentConfig
 from ..judge import DEFAULT_JUDGE_MODEL, JudgeSettings
 from ..traits import DEFAULT_TRAITS_ROOT, Trait
 from .extract import ExtractionSettings
-from .pipeline import DEFAULT_STEERING, TraitRun, load_traits, run_pipeline
+from .pipeline import DEFAULT_STEERING, TraitRun, load_traits, resolve_experiments, run_pipeline
 from .preflight import prepare_judge
 from .steer import SteeringSettings
 from .vet import VetSettings
@@ -191,11 +191,7 @@ def run_pipeline_tasks(
     Raises:
         TraitvecError: an unknown experiment or trait, bad trait data, or an unusable judge.
     """
-    config = experiment if isinstance(experiment, ExperimentConfig) else load_experiment(experiment, experiments_root)
-    steer_config = None
-    if steering is not None:
-        chosen = steer_experiment if steer_experiment is not None else config
-        steer_config = chosen if isinstance(chosen, ExperimentConfig) else load_experiment(chosen, experiments_root)
+    config, steer_config = resolve_experiments(experiment, steer_experiment, experiments_root, steering=steering)
     loaded = load_traits(traits, traits_root)
     names = [t.name for t in loaded]
     repeated = sorted({n for n in names if names.count(n) > 1})

@@ -139,11 +139,7 @@ def run_pipeline(
         TraitvecError: an unknown experiment or trait, bad trait data, missing vetting, an
             unreachable judge, or an experiment folder that cannot be written.
     """
-    config = experiment if isinstance(experiment, ExperimentConfig) else load_experiment(experiment, experiments_root)
-    steer_config = None
-    if steering is not None:
-        chosen = steer_experiment if steer_experiment is not None else config
-        steer_config = chosen if isinstance(chosen, ExperimentConfig) else load_experiment(chosen, experiments_root)
+    config, steer_config = resolve_experiments(experiment, steer_experiment, experiments_root, steering=steering)
     loaded_traits = load_traits(traits, traits_root)
     settings = _extraction_settings(extraction, config)
     the_judge = (
@@ -213,6 +209,21 @@ def _outputs(run: TraitRun, layout: OutputLayout, steer_layout: OutputLayout | N
         extra = (steering.folder / run_folder,) if isinstance(run_folder, str) else ()
         found["steering"] = (steering.results_md, steering.results_json, *plots, *extra)
     return {stage: tuple(p for p in files if p.exists()) for stage, files in found.items()}
+
+
+def resolve_experiments(
+    experiment: str | ExperimentConfig,
+    steer_experiment: str | ExperimentConfig | None,
+    experiments_root: str | os.PathLike[str],
+    *,
+    steering: object | None,
+) -> tuple[ExperimentConfig, ExperimentConfig | None]:
+    """The extracting experiment, and the steered one (``None`` without ``steering``; default: the same)."""
+    config = experiment if isinstance(experiment, ExperimentConfig) else load_experiment(experiment, experiments_root)
+    if steering is None:
+        return config, None
+    chosen = steer_experiment if steer_experiment is not None else config
+    return config, chosen if isinstance(chosen, ExperimentConfig) else load_experiment(chosen, experiments_root)
 
 
 def _extraction_settings(extraction: ExtractionSettings | None, config: ExperimentConfig) -> ExtractionSettings:
